@@ -1,0 +1,379 @@
+"""The batched inference engine behind every estimator: teacher-forced scoring and sampling.
+
+Both entry points take *groups* of requests whose prompts start with the same tokens (all
+questions of a relation under one exemplar set). A group's common token prefix is run once, with
+batch size 1, and its key/value cache is shared (as an expanded view, no copy) by every batch of
+the group; only the short per-question suffix is computed per row. Within a group, rows are
+sorted by suffix length and cut into batches by a token budget, so padding stays small.
+
+Suffixes are left-padded *between* the shared prefix and the suffix: the attention mask hides
+the pads and position ids skip them, so every row's last prompt token sits in the last column.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from knowshift.models import LoadedModel
+
+MIN_SHARED_PREFIX = 4  # below this, a group's common prefix is not worth a separate pass
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Teacher-force `continuation` after `prompt` (token ids) and score it as an answer."""
+
+    prompt: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    """greedy_ok: greedy decoding produces exactly the continuation and then stops.
+    logp_sample: log-probability that one sample (temperature, top-k) does the same."""
+
+    greedy_ok: bool
+    logp_sample: float
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Generate `n_samples` continuations of `prompt` (plus a greedy one when asked).
+
+    `seed` keys the random numbers of this prompt: sample j at step t uses a uniform drawn from
+    (seed, j, t) alone, so results do not depend on batching, order or interruption.
+    """
+
+    prompt: tuple[int, ...]
+    seed: int
+
+
+class Engine:
+    """Scoring and sampling for one loaded model."""
+
+    def __init__(self, loaded: LoadedModel, token_budget: int = 4096, max_rows: int = 512):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.token_budget = token_budget
+        self.max_rows = max_rows
+        self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.newline_tokens = self._tokens_where(lambda text: "\n" in text)
+        # A token ends an answer cleanly when nothing but punctuation/space precedes its newline.
+        self.clean_stop_tokens = self._tokens_where(
+            lambda text: "\n" in text and not text.split("\n", 1)[0].strip(" .,;:!?")
+        )
+        self.eos_ids = sorted(_eos_ids(self.model, self.tokenizer))
+        for ids in (self.newline_tokens, self.clean_stop_tokens):
+            ids[self.eos_ids] = True
+        self.tokens_processed = 0  # every token that went through the model, for throughput
+
+    # ----------------------------------------------------------------------------------------
+    # Teacher-forced scoring (the exact estimator)
+
+    @torch.inference_mode()
+    def score(
+        self, groups: Sequence[Sequence[ScoreRequest]], temperature: float, top_k: int
+    ) -> list[list[Score]]:
+        """Score each request: is it the greedy answer, and how likely is it as a sample?"""
+        results: list[list[Score]] = []
+        for group in groups:
+            scores: list[Score | None] = [None] * len(group)
+            prefix_len, prefix_cache = self._shared_prefix([r.prompt for r in group])
+            sequences = [r.prompt[prefix_len:] + r.continuation for r in group]
+            for batch in self._batches(sequences):
+                batch_scores = self._score_batch(
+                    [group[i] for i in batch], prefix_len, prefix_cache, temperature, top_k
+                )
+                for i, score in zip(batch, batch_scores, strict=True):
+                    scores[i] = score
+            results.append(scores)  # type: ignore[arg-type]
+        return results
+
+    def _score_batch(self, requests, prefix_len, prefix_cache, temperature, top_k) -> list[Score]:
+        n_keep = max(len(r.continuation) for r in requests) + 1
+        suffixes = [r.prompt[prefix_len:] + r.continuation for r in requests]
+        # The last prompt token predicts continuation[0]; the last continuation token, the stop.
+        logits = self._forward(suffixes, prefix_len, prefix_cache, n_keep).float()
+        scores = []
+        for row, request in enumerate(requests):
+            n = len(request.continuation)
+            row_logits = logits[row, n_keep - n - 1 :]  # [n + 1, vocab]
+            scores.append(self._score_row(row_logits, request.continuation, temperature, top_k))
+        return scores
+
+    def _score_row(
+        self, logits: torch.Tensor, gold: tuple[int, ...], temperature: float, top_k: int
+    ) -> Score:
+        top_values, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+        log_norm = torch.logsumexp(top_values / temperature, dim=-1)  # top-k renormalisation
+        gold_ids = torch.tensor(gold, device=logits.device)
+        gold_logits = logits[:-1].gather(1, gold_ids[:, None])[:, 0]
+        in_top_k = gold_logits >= top_values[:-1, -1]
+        greedy_ok = bool((gold_logits >= top_values[:-1, 0]).all())
+        logp_answer = torch.where(
+            in_top_k, gold_logits / temperature - log_norm[:-1], -math.inf
+        ).sum()
+        # The stop: any token that ends the answer without adding to it (newline, end of turn).
+        stop_mask = self.clean_stop_tokens[top_ids[-1]]
+        stop_logps = top_values[-1] / temperature - log_norm[-1]
+        logp_stop = torch.logsumexp(stop_logps.masked_fill(~stop_mask, -math.inf), dim=0)
+        greedy_ok = greedy_ok and bool(stop_mask[0])
+        return Score(greedy_ok, float(logp_answer + logp_stop))
+
+    # ----------------------------------------------------------------------------------------
+    # Sampling (the sampling, greedy and mastery estimators)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        groups: Sequence[Sequence[SampleRequest]],
+        n_samples: int,
+        temperature: float,
+        top_k: int,
+        max_new_tokens: int,
+        greedy: bool = True,
+        stop_at_newline: bool = True,
+        is_done: Callable[[int, list[int]], bool] | None = None,
+    ) -> list[list[list[list[int]]]]:
+        """Generate per request [greedy] + n_samples continuations (token ids, stop excluded).
+
+        A row ends at a stop token (a newline when `stop_at_newline`, and end of sequence), after
+        `max_new_tokens`, or when `is_done(request_index, tokens)` says its result is settled.
+        """
+        rows_per_prompt = n_samples + int(greedy)
+        results = []
+        for group in groups:
+            outputs: list[list[list[int]] | None] = [None] * len(group)
+            prefix_len, prefix_cache = self._shared_prefix([r.prompt for r in group])
+            suffixes = [r.prompt[prefix_len:] for r in group]
+            step_budget = max(1, self.max_rows // rows_per_prompt)
+            for batch in self._batches(suffixes, max_rows=step_budget):
+                generated = self._generate_batch(
+                    [group[i] for i in batch], batch, prefix_len, prefix_cache, n_samples,
+                    temperature, top_k, max_new_tokens, greedy, stop_at_newline, is_done,
+                )  # fmt: skip
+                for i, rows in zip(batch, generated, strict=True):
+                    outputs[i] = rows
+            results.append(outputs)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(
+        self, requests, indices, prefix_len, prefix_cache, n_samples, temperature, top_k,
+        max_new_tokens, greedy, stop_at_newline, is_done,
+    ) -> list[list[list[int]]]:  # fmt: skip
+        rows_per_prompt = n_samples + int(greedy)
+        stop_tokens = self.newline_tokens if stop_at_newline else self._eos_mask()
+        suffixes = [r.prompt[prefix_len:] for r in requests]
+        cache = _expand_cache(prefix_cache, len(requests))
+        mask, positions, input_ids = self._pack(suffixes, prefix_len)
+        logits = self._call(input_ids, mask, positions, cache, n_keep=1)[:, -1].float()
+        # Each prompt now fans out into its rows: row 0 greedy (if asked), then the samples.
+        cache.batch_repeat_interleave(rows_per_prompt)
+        logits = logits.repeat_interleave(rows_per_prompt, dim=0)
+        mask = mask.repeat_interleave(rows_per_prompt, dim=0)
+        next_position = positions[:, -1:].repeat_interleave(rows_per_prompt, dim=0) + 1
+        sample_index = torch.arange(rows_per_prompt).repeat(len(requests)) - int(greedy)
+        row_seeds = np.repeat(
+            np.array([r.seed for r in requests], dtype=np.uint64), rows_per_prompt
+        )
+        row_request = np.repeat(np.arange(len(requests)), rows_per_prompt)
+        outputs: list[list[int]] = [[] for _ in range(len(row_seeds))]
+        active = torch.arange(len(row_seeds))  # rows still generating, as indices into outputs
+        for step in range(max_new_tokens):
+            uniforms = _uniforms(row_seeds[active.numpy()], sample_index[active].numpy(), step)
+            tokens = _choose(logits, sample_index[active] < 0, uniforms, temperature, top_k)
+            finished = stop_tokens[tokens].cpu()
+            for slot, (row, token) in enumerate(zip(active.tolist(), tokens.tolist(), strict=True)):
+                if finished[slot]:
+                    continue
+                outputs[row].append(token)
+                if is_done is not None and is_done(indices[row_request[row]], outputs[row]):
+                    finished[slot] = True
+            keep = ~finished
+            if not keep.any() or step == max_new_tokens - 1:
+                break
+            if not keep.all():  # drop finished rows so later steps cost less
+                keep_idx = keep.nonzero()[:, 0].to(self.device)
+                cache.batch_select_indices(keep_idx)
+                active, tokens = active[keep], tokens[keep_idx]
+                mask, next_position = mask[keep_idx], next_position[keep_idx]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            logits = self._call(tokens[:, None], mask, next_position, cache, n_keep=1)[
+                :, -1
+            ].float()
+            next_position = next_position + 1
+        return [
+            outputs[i * rows_per_prompt : (i + 1) * rows_per_prompt] for i in range(len(requests))
+        ]
+
+    # ----------------------------------------------------------------------------------------
+    # Shared mechanics
+
+    def _shared_prefix(self, prompts: Sequence[tuple[int, ...]]):
+        """The group's common prompt prefix, run once (batch 1): (length, cache) or (0, None).
+
+        The last token of every prompt stays out of the prefix: its logits predict the answer.
+        """
+        prefix_len = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+        if prefix_len < MIN_SHARED_PREFIX:
+            return 0, None
+        return prefix_len, self._prefill_prefix(prompts[0][:prefix_len])
+
+    def _prefill_prefix(self, prefix: tuple[int, ...]):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([prefix], device=self.device)
+        self._call(
+            ids, torch.ones_like(ids), torch.arange(len(prefix), device=self.device)[None], cache, 1
+        )
+        return cache
+
+    def _forward(self, suffixes, prefix_len, prefix_cache, n_keep: int) -> torch.Tensor:
+        """Logits of the last `n_keep` positions of each (left-padded) suffix."""
+        cache = _expand_cache(prefix_cache, len(suffixes))
+        mask, positions, input_ids = self._pack(suffixes, prefix_len)
+        return self._call(input_ids, mask, positions, cache, n_keep)
+
+    def _pack(self, suffixes, prefix_len: int):
+        """Left-pad suffixes; mask covers prefix + suffix; positions continue after the prefix."""
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(suffixes), width), pad, dtype=torch.long)
+        suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, width - len(suffix) :] = torch.tensor(suffix)
+            suffix_mask[row, width - len(suffix) :] = 1
+        positions = (prefix_len + suffix_mask.cumsum(1) - 1).clamp(min=0)
+        mask = torch.cat(
+            [torch.ones((len(suffixes), prefix_len), dtype=torch.long), suffix_mask], 1
+        )
+        return mask.to(self.device), positions.to(self.device), input_ids.to(self.device)
+
+    def _call(self, input_ids, mask, positions, cache, n_keep: int) -> torch.Tensor:
+        self.tokens_processed += int(mask[:, -input_ids.shape[1] :].sum())
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=n_keep,
+        )
+        return out.logits
+
+    def _batches(
+        self, sequences: Sequence[Sequence[int]], max_rows: int | None = None
+    ) -> list[list[int]]:
+        """Indices grouped into batches of similar length within the token budget."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        max_rows = max_rows or self.max_rows
+        batches, current, width = [], [], 0
+        for i in order:
+            new_width = max(width, len(sequences[i]))
+            if current and (
+                new_width * (len(current) + 1) > self.token_budget or len(current) >= max_rows
+            ):
+                batches.append(current)
+                current, new_width = [], len(sequences[i])
+            current.append(i)
+            width = new_width
+        if current:
+            batches.append(current)
+        return batches
+
+    def _tokens_where(self, predicate: Callable[[str], bool]) -> torch.Tensor:
+        texts = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        decoded = [
+            self.tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in texts
+        ]
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        hits = [i for i, text in enumerate(decoded) if i < self.vocab_size and predicate(text)]
+        mask[hits] = True
+        return mask.to(self.device)
+
+    def _eos_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+        mask[self.eos_ids] = True
+        return mask
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    for name in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return ids
+
+
+def _common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for sequence in sequences[1:]:
+        i = 0
+        while i < length and sequence[i] == first[i]:
+            i += 1
+        length = i
+    return length
+
+
+def _expand_cache(prefix_cache, batch_size: int):
+    """A batch view of a batch-1 prefix cache (no copy until the model appends to it)."""
+    if prefix_cache is None:
+        return None
+    cache = copy.copy(prefix_cache)
+    cache.layers = [copy.copy(layer) for layer in prefix_cache.layers]
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(batch_size, *layer.keys.shape[1:])
+        layer.values = layer.values.expand(batch_size, *layer.values.shape[1:])
+    return cache
+
+
+def _choose(logits, is_greedy, uniforms, temperature: float, top_k: int) -> torch.Tensor:
+    """Greedy rows take the arg-max; the others sample from softmax(top-k logits / T).
+
+    Sampling uses the inverse CDF with the given uniforms, so it is reproducible row by row.
+    """
+    top_values, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+    probs = torch.softmax(top_values / temperature, dim=-1)
+    cdf = probs.cumsum(-1)
+    u = torch.as_tensor(uniforms, dtype=cdf.dtype, device=cdf.device)[:, None] * cdf[:, -1:]
+    picks = torch.searchsorted(cdf, u).clamp(max=top_ids.shape[1] - 1)
+    picks = torch.where(is_greedy.to(picks.device)[:, None], 0, picks)
+    return top_ids.gather(1, picks)[:, 0]
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def _uniforms(seeds: np.ndarray, sample_index: np.ndarray, step: int) -> np.ndarray:
+    """Uniforms in [0, 1) that depend only on (seed, sample index, step): counter-based RNG."""
+    with np.errstate(over="ignore"):
+        key = _splitmix64(seeds ^ _splitmix64(sample_index.astype(np.uint64) + np.uint64(1 << 32)))
+        key = _splitmix64(key ^ np.uint64(step + 1))
+    return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -1,0 +1,133 @@
+"""Probe a model on a set of facts: the entry point of the probe stage.
+
+    results = probe(loaded, facts, fact_subset, config, store)
+
+reads top to bottom: work out the settings key, skip what the store already has, probe the rest
+relation by relation in blocks (each block stored in one transaction, so an interruption loses at
+most one block), and return every result for the asked facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+
+from knowshift.errors import KnowshiftError, unknown_name
+from knowshift.models import LoadedModel
+from knowshift.probe.engine import Engine
+from knowshift.probe.estimators import ESTIMATORS, Block, ProbeConfig, run_block
+from knowshift.probe.prompts import exemplar_sets, prompt_format
+from knowshift.store import Store
+from knowshift.types import CATEGORIES, Fact, FactSet, ProbeResult
+
+ENGINE_VERSION = 1  # bump when a change alters results, so stale cached results are not reused
+BLOCK_FACTS = {"exact": 64, "sampling": 16, "greedy": 64, "mastery": 16}
+
+Progress = Callable[[int], None]
+
+
+def validate_config(config: ProbeConfig) -> None:
+    """Reject settings that cannot give a meaningful probe, before any model is loaded."""
+    if config.estimator not in ESTIMATORS:
+        raise unknown_name("estimator", config.estimator, ESTIMATORS)
+    checks = [
+        (config.n_exemplar_sets >= 1, "--n-exemplar-sets must be at least 1"),
+        (config.k_shot >= 0, "--k-shot must be 0 or more"),
+        (config.n_samples >= 0, "--n-samples must be 0 or more"),
+        (config.top_k >= 1, "--top-k must be at least 1"),
+        (config.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+        (config.temperature > 0 or config.estimator == "greedy", "--temperature must be above 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise KnowshiftError(message)
+
+
+def settings_key(config: ProbeConfig, source: str, dtype: str) -> tuple[str, dict]:
+    """The key of everything besides the model that changes a probe result."""
+    params = {**asdict(config), "facts": source, "dtype": dtype, "engine_version": ENGINE_VERSION}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    return digest, params
+
+
+def probe(
+    loaded: LoadedModel,
+    facts: FactSet,
+    targets: Sequence[Fact],
+    config: ProbeConfig,
+    store: Store,
+    progress: Progress | None = None,
+) -> list[ProbeResult]:
+    """Probe `targets` (facts of `facts`), reusing stored results; returns one result per target."""
+    validate_config(config)
+    # 1. What identifies these results, and what is already done.
+    params_key, params = settings_key(
+        config, facts.source, str(loaded.dtype).removeprefix("torch.")
+    )
+    store.register_settings(params_key, config.estimator, params, _versions(loaded))
+    done = store.probed_fact_ids(loaded.fingerprint, params_key)
+    todo = [f for f in targets if f.id not in done]
+    if progress:
+        progress(len(targets) - len(todo))
+    # 2. Probe the rest, relation by relation, one stored block at a time.
+    engine = Engine(loaded)
+    fmt = prompt_format(config.prompt_format, loaded.tokenizer)
+    facts_info = {f.id: (f.relation, f.split.value) for f in targets}
+    by_relation: dict[str, list[Fact]] = defaultdict(list)
+    for fact in todo:
+        by_relation[fact.relation].append(fact)
+    for relation_name, relation_facts in sorted(by_relation.items()):
+        relation = facts.relations[relation_name]
+        sets = exemplar_sets(
+            facts, relation_name, config.n_exemplar_sets, config.k_shot, config.seed
+        )
+        size = BLOCK_FACTS[config.estimator]
+        for start in range(0, len(relation_facts), size):
+            chunk = relation_facts[start : start + size]
+            block = Block(relation, chunk, sets, fmt, config, loaded.fingerprint, params_key)
+            store.put_probe_results(run_block(engine, block), facts_info)
+            if progress:
+                progress(len(chunk))
+    # 3. Everything asked for, from the store (new and earlier results alike).
+    return store.probe_results(loaded.fingerprint, params_key, [f.id for f in targets])
+
+
+def _versions(loaded: LoadedModel) -> dict[str, str]:
+    import torch
+    import transformers
+
+    import knowshift
+
+    return {
+        "knowshift": knowshift.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype),
+        "model": loaded.name,
+    }
+
+
+def category_table(results: Sequence[ProbeResult], facts: dict[str, Fact]) -> str:
+    """Category shares per relation (or mastery-level shares), as a printable table."""
+    mastery = bool(results) and results[0].estimator == "mastery"
+    columns = [f"level {i}" for i in range(5)] if mastery else [c.value for c in CATEGORIES]
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for result in results:
+        label = f"level {result.mastery_level}" if mastery else result.category.value  # type: ignore[union-attr]
+        counts[facts[result.fact_id].relation][label] += 1
+        counts["ALL"][label] += 1
+    width = max([len("relation")] + [len(r) for r in counts])
+    lines = [f"{'relation':<{width}}  {'n':>6}  " + "  ".join(f"{c:>11}" for c in columns)]
+    for relation in [*sorted(r for r in counts if r != "ALL"), "ALL"]:
+        if relation not in counts:
+            continue
+        total = sum(counts[relation].values())
+        shares = "  ".join(f"{100 * counts[relation][c] / total:>10.1f}%" for c in columns)
+        lines.append(f"{relation:<{width}}  {total:>6}  {shares}")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""The results database (SQLite, WAL mode), one file per workspace.
+
+Probe results are keyed by (model fingerprint, probe settings key, fact id): a rerun with the same
+model and settings finds what is done and skips it, and an interrupted probe resumes from the last
+committed batch. Every batch is one transaction, so a kill never leaves half a batch behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+from knowshift.types import Category, ProbeResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS probe_settings (
+    params_key TEXT PRIMARY KEY,
+    estimator TEXT NOT NULL,
+    params TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS probe_results (
+    model_fingerprint TEXT NOT NULL,
+    params_key TEXT NOT NULL,
+    fact_id TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    split TEXT NOT NULL,
+    estimator TEXT NOT NULL,
+    p_greedy REAL,
+    p_sampled REAL NOT NULL,
+    category TEXT,
+    category_probs TEXT NOT NULL,
+    mastery_level INTEGER,
+    samples TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (model_fingerprint, params_key, fact_id)
+);
+"""
+
+RESULT_COLUMNS = (
+    "fact_id", "relation", "split", "estimator", "params_key", "model_fingerprint",
+    "p_greedy", "p_sampled", "category", "category_probs", "mastery_level", "samples",
+)  # fmt: skip
+
+
+class Store:
+    """Access to one workspace's results database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=NORMAL")
+            self.connection.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise KnowshiftError(
+                f"{self.path} is not a usable knowshift database ({error}); "
+                "point --workspace at another folder"
+            ) from None
+
+    @classmethod
+    def for_workspace(cls, workspace: str | Path) -> Store:
+        return cls(Path(workspace) / "knowshift.db")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def register_settings(
+        self, params_key: str, estimator: str, params: dict, versions: dict
+    ) -> None:
+        """Record what a settings key stands for (idempotent)."""
+        self.connection.execute(
+            "INSERT OR IGNORE INTO probe_settings VALUES (?, ?, ?, ?, ?)",
+            (
+                params_key,
+                estimator,
+                json.dumps(params, sort_keys=True),
+                json.dumps(versions),
+                time.time(),
+            ),
+        )
+
+    def probed_fact_ids(self, model_fingerprint: str, params_key: str) -> set[str]:
+        rows = self.connection.execute(
+            "SELECT fact_id FROM probe_results WHERE model_fingerprint = ? AND params_key = ?",
+            (model_fingerprint, params_key),
+        )
+        return {row[0] for row in rows}
+
+    def put_probe_results(
+        self, results: Sequence[ProbeResult], facts_info: dict[str, tuple[str, str]]
+    ) -> None:
+        """Store a batch atomically; `facts_info` maps fact id to (relation, split)."""
+        now = time.time()
+        rows = [
+            (
+                r.model_fingerprint,
+                r.params_key,
+                r.fact_id,
+                *facts_info[r.fact_id],
+                r.estimator,
+                r.p_greedy,
+                r.p_sampled,
+                r.category.value if r.category else None,
+                json.dumps(r.category_probs),
+                r.mastery_level,
+                json.dumps(r.samples),
+                now,
+            )  # fmt: skip
+            for r in results
+        ]
+        with self._transaction():
+            self.connection.executemany(
+                "INSERT OR IGNORE INTO probe_results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def probe_results(
+        self, model_fingerprint: str, params_key: str, fact_ids: Iterable[str] | None = None
+    ) -> list[ProbeResult]:
+        """Stored results for a model and settings (optionally only some facts)."""
+        rows = self.connection.execute(
+            "SELECT fact_id, estimator, params_key, model_fingerprint, p_greedy, p_sampled, category,"
+            " category_probs, mastery_level, samples FROM probe_results"
+            " WHERE model_fingerprint = ? AND params_key = ? ORDER BY fact_id",
+            (model_fingerprint, params_key),
+        )
+        wanted = set(fact_ids) if fact_ids is not None else None
+        return [_to_result(row) for row in rows if wanted is None or row[0] in wanted]
+
+    def probe_rows(
+        self, model_fingerprint: str | None = None, params_key: str | None = None
+    ) -> list[dict]:
+        """Flat rows (for export), optionally filtered."""
+        query = f"SELECT {', '.join(RESULT_COLUMNS)} FROM probe_results WHERE 1=1"
+        args: list[str] = []
+        if model_fingerprint:
+            query, args = query + " AND model_fingerprint = ?", [*args, model_fingerprint]
+        if params_key:
+            query, args = query + " AND params_key = ?", [*args, params_key]
+        rows = self.connection.execute(
+            query + " ORDER BY model_fingerprint, params_key, fact_id", args
+        )
+        records = []
+        for row in rows:
+            record = dict(zip(RESULT_COLUMNS, row, strict=True))
+            record["category_probs"] = json.loads(record["category_probs"])
+            record["samples"] = json.loads(record["samples"])
+            records.append(record)
+        return records
+
+    def _transaction(self):
+        return _Transaction(self.connection)
+
+
+class _Transaction:
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self):
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.connection.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
+
+
+def _to_result(row) -> ProbeResult:
+    (
+        fact_id,
+        estimator,
+        params_key,
+        fingerprint,
+        p_greedy,
+        p_sampled,
+        category,
+        probs,
+        level,
+        samples,
+    ) = row
+    return ProbeResult(
+        fact_id=fact_id,
+        estimator=estimator,
+        params_key=params_key,
+        model_fingerprint=fingerprint,
+        p_greedy=p_greedy,
+        p_sampled=p_sampled,
+        category=Category(category) if category else None,
+        category_probs=tuple(json.loads(probs)),
+        mastery_level=level,
+        samples=tuple(json.loads(samples)),
+    )

@@ -1,0 +1,34 @@
+"""Export stored rows to JSONL or Parquet (chosen by the file's extension)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+
+EXPORT_FORMATS = (".jsonl", ".parquet")
+
+
+def export_rows(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write rows atomically (temporary name, then rename) as JSONL or Parquet."""
+    path = Path(path)
+    if path.suffix not in EXPORT_FORMATS:
+        raise KnowshiftError(
+            f"cannot export to {path.name}: use a file ending in .jsonl or .parquet"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.suffix == ".jsonl":
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
+    os.replace(tmp, path)
+    return path
