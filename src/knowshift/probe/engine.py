@@ -171,7 +171,7 @@ class Engine:
         rows_per_prompt = n_samples + int(greedy)
         stop_tokens = self.newline_tokens if stop_at_newline else self._eos_mask()
         suffixes = [r.prompt[prefix_len:] for r in requests]
-        cache = _expand_cache(prefix_cache, len(requests))
+        cache = self._batch_cache(prefix_cache, len(requests))
         mask, positions, input_ids = self._pack(suffixes, prefix_len)
         logits = self._call(input_ids, mask, positions, cache, n_keep=1)[:, -1].float()
         # Each prompt now fans out into its rows: row 0 greedy (if asked), then the samples.
@@ -238,7 +238,7 @@ class Engine:
 
     def _forward(self, suffixes, prefix_len, prefix_cache, n_keep: int) -> torch.Tensor:
         """Logits of the last `n_keep` positions of each (left-padded) suffix."""
-        cache = _expand_cache(prefix_cache, len(suffixes))
+        cache = self._batch_cache(prefix_cache, len(suffixes))
         mask, positions, input_ids = self._pack(suffixes, prefix_len)
         return self._call(input_ids, mask, positions, cache, n_keep)
 
@@ -257,12 +257,16 @@ class Engine:
         )
         return mask.to(self.device), positions.to(self.device), input_ids.to(self.device)
 
+    def _batch_cache(self, prefix_cache, batch_size: int):
+        """The cache a batch starts from: the shared prefix as a view, or an empty one."""
+        if prefix_cache is not None:
+            return _expand_cache(prefix_cache, batch_size)
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
     def _call(self, input_ids, mask, positions, cache, n_keep: int) -> torch.Tensor:
         self.tokens_processed += int(mask[:, -input_ids.shape[1] :].sum())
-        if cache is None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -336,8 +340,6 @@ def _common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
 
 def _expand_cache(prefix_cache, batch_size: int):
     """A batch view of a batch-1 prefix cache (no copy until the model appends to it)."""
-    if prefix_cache is None:
-        return None
     cache = copy.copy(prefix_cache)
     cache.layers = [copy.copy(layer) for layer in prefix_cache.layers]
     for layer in cache.layers:

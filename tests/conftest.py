@@ -1,0 +1,40 @@
+"""Shared fixtures: the planted-fact model (trained once per session) and clean workspaces."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from planted import planted_facts, train_planted_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """The planted fact base: dev exemplars, planted test facts, unseen test facts."""
+    return planted_facts()
+
+
+@pytest.fixture(scope="session")
+def planted_model_dir(planted, tmp_path_factory) -> Path:
+    """A tiny model trained on the planted facts, saved like any local model."""
+    return train_planted_model(planted, tmp_path_factory.mktemp("planted-model"))
+
+
+@pytest.fixture(scope="session")
+def planted_model(planted_model_dir):
+    from knowshift.models import load_model
+
+    return load_model(str(planted_model_dir), dtype="float32")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from knowshift.store import Store
+
+    store = Store.for_workspace(tmp_path / "workspace")
+    yield store
+    store.close()
