@@ -63,40 +63,43 @@ def test_exact_agrees_with_sampling_and_reports_probabilities(planted, planted_m
         assert abs(e.p_sampled - s.p_sampled) < 0.15
 
 
-def test_shared_prefix_scores_equal_a_plain_forward(planted_model):
-    """Scoring with the shared prefix cache gives the same numbers as one full forward per row."""
+def _reference_logp(model, clean_stop, prompt, continuation, temperature=0.5, top_k=40):
+    """log P(one top-k/temperature sample == continuation + stop), from one plain forward."""
+    ids = torch.tensor([prompt + continuation])
+    with torch.no_grad():
+        logits = model(ids).logits[0].float()
+    start, logp = len(prompt) - 1, 0.0
+    for t, gold in enumerate(continuation):
+        top = logits[start + t].topk(top_k).values
+        if logits[start + t, gold] < top[-1]:
+            return -math.inf
+        logp += float(logits[start + t, gold] / temperature - torch.logsumexp(top / temperature, 0))
+    top, top_ids = logits[start + len(continuation)].topk(top_k)
+    logps = top / temperature - torch.logsumexp(top / temperature, 0)
+    return logp + float(torch.logsumexp(logps.masked_fill(~clean_stop[top_ids], -math.inf), 0))
+
+
+def test_shared_prefix_and_alias_branches_equal_plain_forwards(planted_model):
+    """Shared prefix cache + aliases packed as branches give the numbers of one forward each."""
     engine = Engine(planted_model)
     tokenizer = planted_model.tokenizer
     shots = "Q: What is the capital of Kalo?\nA: Mivane\n\nQ: What is the capital of Rutozi?\nA: Pesho\n\n"
+    cases = [("Ka", ["Lo", "Lomi", "Kavazi"]), ("Mimorbel", ["Dravaqui"]), ("Zi", ["Netoka", "Ne"])]
     requests = [
-        ScoreRequest(tuple(tokenizer(shots + f"Q: What is the capital of {s}?\nA:").input_ids),
-                     tuple(tokenizer(" " + a, add_special_tokens=False).input_ids))
-        for s, a in [("Ka", "Lo"), ("Mimorbel", "Dravaqui"), ("Zi", "Netoka")]
-    ]  # fmt: skip
-    scores = engine.score([requests], temperature=0.5, top_k=40)[0]
-    for request, score in zip(requests, scores, strict=True):
-        ids = torch.tensor([request.prompt + request.continuation])
-        with torch.no_grad():
-            logits = planted_model.model(ids).logits[0].float()
-        start = len(request.prompt) - 1
-        logp = 0.0
-        for t, gold in enumerate(request.continuation):
-            top = logits[start + t].topk(40).values
-            norm = torch.logsumexp(top / 0.5, 0)
-            logp += (
-                float(logits[start + t, gold] / 0.5 - norm)
-                if logits[start + t, gold] >= top[-1]
-                else -math.inf
-            )
-        stop_row = logits[start + len(request.continuation)]
-        top, ids_top = stop_row.topk(40)
-        stop = engine.clean_stop_tokens[ids_top]
-        logp += float(
-            torch.logsumexp(
-                (top / 0.5 - torch.logsumexp(top / 0.5, 0)).masked_fill(~stop, -math.inf), 0
-            )
+        ScoreRequest(
+            tuple(tokenizer(shots + f"Q: What is the capital of {s}?\nA:").input_ids),
+            tuple(tuple(tokenizer(" " + a, add_special_tokens=False).input_ids) for a in answers),
         )
-        assert math.isclose(score.logp_sample, logp, rel_tol=1e-4, abs_tol=1e-4)
+        for s, answers in cases
+    ]
+    scores = engine.score([requests], temperature=0.5, top_k=40)[0]
+    for request, request_scores in zip(requests, scores, strict=True):
+        assert len(request_scores) == len(request.continuations)
+        for continuation, score in zip(request.continuations, request_scores, strict=True):
+            expected = _reference_logp(
+                planted_model.model, engine.clean_stop_tokens, request.prompt, continuation
+            )
+            assert math.isclose(score.logp_sample, expected, rel_tol=1e-4, abs_tol=1e-4)
 
 
 def test_samples_do_not_depend_on_batching(planted_model):

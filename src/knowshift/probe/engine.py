@@ -27,10 +27,18 @@ MIN_SHARED_PREFIX = 4  # below this, a group's common prefix is not worth a sepa
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """Teacher-force `continuation` after `prompt` (token ids) and score it as an answer."""
+    """Teacher-force each of `continuations` after `prompt` (token ids); score each as an answer.
+
+    The continuations (a fact's gold aliases) share one row: the prompt is computed once and
+    each continuation is a branch that sees the prompt and itself only (a 4D attention mask).
+    """
 
     prompt: tuple[int, ...]
-    continuation: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.prompt) + sum(len(c) for c in self.continuations)
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ class Engine:
         self.eos_ids = sorted(_eos_ids(self.model, self.tokenizer))
         for ids in (self.newline_tokens, self.clean_stop_tokens):
             ids[self.eos_ids] = True
-        self.tokens_processed = 0  # every token that went through the model, for throughput
+        self.tokens_processed = 0  # every real token that went through the model
+        self.logit_rows = 0  # positions whose output-layer logits were computed
 
     # ----------------------------------------------------------------------------------------
     # Teacher-forced scoring (the exact estimator)
@@ -80,33 +89,67 @@ class Engine:
     @torch.inference_mode()
     def score(
         self, groups: Sequence[Sequence[ScoreRequest]], temperature: float, top_k: int
-    ) -> list[list[Score]]:
-        """Score each request: is it the greedy answer, and how likely is it as a sample?"""
-        results: list[list[Score]] = []
+    ) -> list[list[list[Score]]]:
+        """Per group, per request, per continuation: greedy verdict and sample probability."""
+        results = []
         for group in groups:
-            scores: list[Score | None] = [None] * len(group)
+            scores: list[list[Score] | None] = [None] * len(group)
             prefix_len, prefix_cache = self._shared_prefix([r.prompt for r in group])
-            sequences = [r.prompt[prefix_len:] + r.continuation for r in group]
-            for batch in self._batches(sequences):
+            for batch in self._batches([r.n_tokens - prefix_len for r in group]):
                 batch_scores = self._score_batch(
                     [group[i] for i in batch], prefix_len, prefix_cache, temperature, top_k
                 )
-                for i, score in zip(batch, batch_scores, strict=True):
-                    scores[i] = score
-            results.append(scores)  # type: ignore[arg-type]
+                for i, request_scores in zip(batch, batch_scores, strict=True):
+                    scores[i] = request_scores
+            results.append(scores)
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, requests, prefix_len, prefix_cache, temperature, top_k):
+        rows = [_branch_row(r.prompt[prefix_len:], r.continuations) for r in requests]
+        width = max(len(tokens) for tokens, _, _ in rows)
+        # Every row ends with its branches; keep logits from the last prompt token on.
+        n_keep = max(1 + sum(len(c) for c in r.continuations) for r in requests)
+        input_ids, positions, mask = self._pack_branches(rows, width, prefix_len)
+        cache = self._batch_cache(prefix_cache, len(rows))
+        n_real = sum(len(tokens) for tokens, _, _ in rows)
+        logits = self._call(input_ids, mask, positions, cache, n_keep, n_real).float()
+        results = []
+        for row, request in enumerate(requests):
+            last_prompt = n_keep - 1 - sum(len(c) for c in request.continuations)
+            request_scores, offset = [], last_prompt + 1
+            for continuation in request.continuations:
+                # continuation[0] is predicted at the last prompt token, the rest (and the stop)
+                # at the branch's own tokens.
+                picks = [last_prompt, *range(offset, offset + len(continuation))]
+                request_scores.append(
+                    self._score_row(logits[row, picks], continuation, temperature, top_k)
+                )
+                offset += len(continuation)
+            results.append(request_scores)
         return results
 
-    def _score_batch(self, requests, prefix_len, prefix_cache, temperature, top_k) -> list[Score]:
-        n_keep = max(len(r.continuation) for r in requests) + 1
-        suffixes = [r.prompt[prefix_len:] + r.continuation for r in requests]
-        # The last prompt token predicts continuation[0]; the last continuation token, the stop.
-        logits = self._forward(suffixes, prefix_len, prefix_cache, n_keep).float()
-        scores = []
-        for row, request in enumerate(requests):
-            n = len(request.continuation)
-            row_logits = logits[row, n_keep - n - 1 :]  # [n + 1, vocab]
-            scores.append(self._score_row(row_logits, request.continuation, temperature, top_k))
-        return scores
+    def _pack_branches(self, rows, width: int, prefix_len: int):
+        """Left-padded ids, positions and an additive 4D mask for branch-packed rows."""
+        batch, total = len(rows), prefix_len + width
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((batch, width), pad, dtype=torch.long)
+        positions = torch.zeros((batch, width), dtype=torch.long)
+        allowed = torch.zeros((batch, width, total), dtype=torch.bool)
+        allowed[:, :, :prefix_len] = True
+        for i, (tokens, row_positions, branch) in enumerate(rows):
+            start = width - len(tokens)
+            input_ids[i, start:] = torch.tensor(tokens)
+            positions[i, start:] = prefix_len + torch.tensor(row_positions)
+            ids = torch.tensor(branch)
+            causal = torch.ones(len(tokens), len(tokens), dtype=torch.bool).tril()
+            # A token sees the shared prompt part (branch 0) and its own branch, never a sibling.
+            same = (ids[None, :] == 0) | (ids[None, :] == ids[:, None])
+            allowed[i, start:, prefix_len + start :] = causal & same
+        diagonal = torch.arange(width)
+        allowed[:, diagonal, prefix_len + diagonal] = True  # pads see themselves: no empty rows
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        return input_ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
 
     def _score_row(
         self, logits: torch.Tensor, gold: tuple[int, ...], temperature: float, top_k: int
@@ -154,7 +197,7 @@ class Engine:
             prefix_len, prefix_cache = self._shared_prefix([r.prompt for r in group])
             suffixes = [r.prompt[prefix_len:] for r in group]
             step_budget = max(1, self.max_rows // rows_per_prompt)
-            for batch in self._batches(suffixes, max_rows=step_budget):
+            for batch in self._batches([len(x) for x in suffixes], max_rows=step_budget):
                 generated = self._generate_batch(
                     [group[i] for i in batch], batch, prefix_len, prefix_cache, n_samples,
                     temperature, top_k, max_new_tokens, greedy, stop_at_newline, is_done,
@@ -236,12 +279,6 @@ class Engine:
         )
         return cache
 
-    def _forward(self, suffixes, prefix_len, prefix_cache, n_keep: int) -> torch.Tensor:
-        """Logits of the last `n_keep` positions of each (left-padded) suffix."""
-        cache = self._batch_cache(prefix_cache, len(suffixes))
-        mask, positions, input_ids = self._pack(suffixes, prefix_len)
-        return self._call(input_ids, mask, positions, cache, n_keep)
-
     def _pack(self, suffixes, prefix_len: int):
         """Left-pad suffixes; mask covers prefix + suffix; positions continue after the prefix."""
         width = max(len(s) for s in suffixes)
@@ -265,8 +302,12 @@ class Engine:
 
         return DynamicCache(config=self.model.config)
 
-    def _call(self, input_ids, mask, positions, cache, n_keep: int) -> torch.Tensor:
-        self.tokens_processed += int(mask[:, -input_ids.shape[1] :].sum())
+    def _call(self, input_ids, mask, positions, cache, n_keep: int, n_real: int | None = None):
+        """One forward pass; counts the real (non-pad) tokens and the logit rows computed."""
+        if n_real is None:  # a 2D mask: its last columns are this call's tokens
+            n_real = int(mask[:, -input_ids.shape[1] :].sum())
+        self.tokens_processed += n_real
+        self.logit_rows += input_ids.shape[0] * min(n_keep, input_ids.shape[1])
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -277,20 +318,18 @@ class Engine:
         )
         return out.logits
 
-    def _batches(
-        self, sequences: Sequence[Sequence[int]], max_rows: int | None = None
-    ) -> list[list[int]]:
+    def _batches(self, lengths: Sequence[int], max_rows: int | None = None) -> list[list[int]]:
         """Indices grouped into batches of similar length within the token budget."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         max_rows = max_rows or self.max_rows
         batches, current, width = [], [], 0
         for i in order:
-            new_width = max(width, len(sequences[i]))
+            new_width = max(width, lengths[i])
             if current and (
                 new_width * (len(current) + 1) > self.token_budget or len(current) >= max_rows
             ):
                 batches.append(current)
-                current, new_width = [], len(sequences[i])
+                current, new_width = [], lengths[i]
             current.append(i)
             width = new_width
         if current:
@@ -325,6 +364,16 @@ def _eos_ids(model, tokenizer) -> set[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
             ids.add(token_id)
     return ids
+
+
+def _branch_row(prompt: Sequence[int], continuations: Sequence[Sequence[int]]):
+    """Tokens, positions and branch ids (0 = prompt) of a prompt followed by its branches."""
+    tokens, positions, branch = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+    for index, continuation in enumerate(continuations, start=1):
+        tokens += continuation
+        positions += range(len(prompt), len(prompt) + len(continuation))
+        branch += [index] * len(continuation)
+    return tokens, positions, branch
 
 
 def _common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:

@@ -110,24 +110,28 @@ def _exact(engine: Engine, block: Block) -> list[ProbeResult]:
     """METHODS A': teacher-force every gold alias once per exemplar set."""
     config = block.config
     aliases = [surface_aliases(f.answers) for f in block.facts]
-    groups = []
-    for exemplar_set in block.exemplar_sets:
-        group = []
-        for fact, fact_aliases in zip(block.facts, aliases, strict=True):
-            prompt = _prompt_ids(engine, block, fact, exemplar_set)
-            for alias in fact_aliases:
-                text = block.fmt.answer_prefix + alias
-                group.append(
-                    ScoreRequest(
-                        prompt, tuple(engine.tokenizer(text, add_special_tokens=False).input_ids)
-                    )
-                )
-        groups.append(group)
+    continuations = [
+        tuple(
+            tuple(
+                engine.tokenizer(
+                    block.fmt.answer_prefix + alias, add_special_tokens=False
+                ).input_ids
+            )
+            for alias in fact_aliases
+        )
+        for fact_aliases in aliases
+    ]
+    groups = [
+        [
+            ScoreRequest(_prompt_ids(engine, block, fact, e), conts)
+            for fact, conts in zip(block.facts, continuations, strict=True)
+        ]
+        for e in block.exemplar_sets
+    ]
     scores = engine.score(groups, config.temperature, config.top_k)
     results = []
     for index, fact in enumerate(block.facts):
-        start = sum(len(a) for a in aliases[:index])
-        per_set = [group[start : start + len(aliases[index])] for group in scores]
+        per_set = [group[index] for group in scores]  # per exemplar set: one Score per alias
         greedy_ok = [any(s.greedy_ok for s in alias_scores) for alias_scores in per_set]
         # Aliases are disjoint events (each ends with a stop), so their probabilities add.
         p_correct = [
