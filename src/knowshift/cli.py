@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KnowshiftError as error:
-        print(f"knowshift: error: {error}", file=sys.stderr)
+        _print_error(str(error))
         return 2
     except KeyboardInterrupt:
         print(
@@ -30,8 +30,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _print_error(message: str) -> None:
+    # One line whatever the message holds, so scripts can grep it and users see it whole.
+    print(f"knowshift: error: {' '.join(message.splitlines())}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (still exit status 2)."""
+
+    def error(self, message: str):
+        _print_error(f"{message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="knowshift", description=__doc__)
+    parser = _Parser(prog="knowshift", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     probe = commands.add_parser("probe", help="which facts does a model know (SliCK categories)")
@@ -97,7 +110,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _probe(args: argparse.Namespace) -> int:
     from knowshift.facts import load_facts
+    from knowshift.facts.select import select_facts
     from knowshift.probe.estimators import ProbeConfig
+    from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets
     from knowshift.probe.run import validate_config
     from knowshift.store.export import EXPORT_FORMATS
 
@@ -114,12 +129,16 @@ def _probe(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     validate_config(config)
+    if config.prompt_format not in PROMPT_FORMATS:
+        raise unknown_name("prompt format", config.prompt_format, PROMPT_FORMATS)
     if args.out and Path(args.out).suffix not in EXPORT_FORMATS:
         raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
     if args.limit is not None and args.limit < 1:
         raise KnowshiftError("--limit must be at least 1")
     facts = load_facts(args.facts)
-    targets = _select(facts, args.relations, args.split, args.limit)
+    targets = select_facts(facts, args.relations, args.split, args.limit)
+    for relation in sorted({f.relation for f in targets}):
+        exemplar_sets(facts, relation, 1, config.k_shot, config.seed)  # enough dev facts?
     return _run_probe(args, config, facts, targets)
 
 
@@ -127,61 +146,32 @@ def _run_probe(args, config, facts, targets) -> int:
     from tqdm import tqdm
 
     from knowshift.models import load_model
+    from knowshift.probe.prompts import prompt_format
     from knowshift.probe.run import category_table, probe
     from knowshift.store import Store
     from knowshift.store.export import export_rows
 
     _quiet_transformers()
-    store = Store.for_workspace(args.workspace)
-    loaded = load_model(
-        args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
-        trust_remote_code=args.trust_remote_code,
-    )  # fmt: skip
-    print(f"probing {len(targets)} facts of {facts.source} with {args.model} "
-          f"({config.estimator}, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
-    with tqdm(total=len(targets), unit="fact", dynamic_ncols=True) as bar:
-        results = probe(loaded, facts, targets, config, store, progress=bar.update)
-    by_id = {f.id: f for f in targets}
-    print(category_table(results, by_id))
-    if args.out:
-        rows = [
-            r
-            for r in store.probe_rows(loaded.fingerprint, results[0].params_key)
-            if r["fact_id"] in by_id
-        ]
-        print(f"wrote {export_rows(rows, args.out)}", file=sys.stderr)
+    with Store.for_workspace(args.workspace) as store:
+        loaded = load_model(
+            args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
+            trust_remote_code=args.trust_remote_code,
+        )  # fmt: skip
+        prompt_format(config.prompt_format, loaded.tokenizer)  # chat needs a template: fail now
+        print(f"probing {len(targets)} facts of {facts.source} with {args.model} "
+              f"({config.estimator}, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
+        with tqdm(total=len(targets), unit="fact", dynamic_ncols=True) as bar:
+            results = probe(loaded, facts, targets, config, store, progress=bar.update)
+        by_id = {f.id: f for f in targets}
+        print(category_table(results, by_id))
+        if args.out:
+            rows = [
+                r
+                for r in store.probe_rows(loaded.fingerprint, results[0].params_key)
+                if r["fact_id"] in by_id
+            ]
+            print(f"wrote {export_rows(rows, args.out)}", file=sys.stderr)
     return 0
-
-
-def _select(facts, relations, split: str, limit: int | None):
-    """The facts to probe: by relation and split, then spread over relations up to `limit`."""
-    from knowshift.facts.assemble import stable_hash
-    from knowshift.types import Split
-
-    if split != "all" and split not in {s.value for s in Split}:
-        raise unknown_name("split", split, [*(s.value for s in Split), "all"])
-    if relations:
-        for name in relations:
-            if name not in facts.relations:
-                raise unknown_name(f"relation in {facts.source}", name, facts.relations)
-    wanted = set(relations or facts.relations)
-    chosen = [
-        f for f in facts.facts if f.relation in wanted and (split == "all" or f.split == split)
-    ]
-    if not chosen:
-        raise KnowshiftError(f"no facts in {facts.source} for split {split!r}; try --split all")
-    if limit is None or limit >= len(chosen):
-        return chosen
-    # Round-robin over relations, each in a fixed pseudo-random order, so small limits cover all.
-    queues = {}
-    for fact in sorted(chosen, key=lambda f: stable_hash(f.id)):
-        queues.setdefault(fact.relation, []).append(fact)
-    picked, order = [], sorted(queues)
-    while len(picked) < limit:
-        for name in order:
-            if queues[name] and len(picked) < limit:
-                picked.append(queues[name].pop(0))
-    return picked
 
 
 def _facts(args: argparse.Namespace) -> int:
@@ -208,14 +198,21 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from knowshift.store import Store
-    from knowshift.store.export import export_rows
+    from knowshift.store import Store, database_path
+    from knowshift.store.export import EXPORT_FORMATS, export_rows
 
-    store = Store.for_workspace(args.workspace)
-    rows = store.probe_rows(args.model_fingerprint, args.params_key)
+    if Path(args.out).suffix not in EXPORT_FORMATS:
+        raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
+    path = database_path(args.workspace)
+    if not path.is_file():  # do not leave an empty database behind a mistyped workspace
+        raise KnowshiftError(
+            f"no results database {path}; check --workspace or run knowshift probe"
+        )
+    with Store(path) as store:
+        rows = store.probe_rows(args.model_fingerprint, args.params_key)
     if not rows:
         raise KnowshiftError(
-            f"no probe results in {store.path} for that selection; run knowshift probe first"
+            f"no probe results in {path} for that selection; run knowshift probe first"
         )
     print(f"wrote {len(rows)} rows to {export_rows(rows, args.out)}")
     return 0

@@ -11,9 +11,17 @@ import json
 import os
 from pathlib import Path
 
+from knowshift.errors import KnowshiftError
 from knowshift.paths import cache_root
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
+# Besides the weights, what changes a probe's result: the architecture, and how text becomes
+# tokens (vocabulary, special tokens, chat template).
+IDENTITY_FILES = (
+    "config.json", "adapter_config.json", "tokenizer.json", "tokenizer.model",
+    "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json",
+)  # fmt: skip
 
 
 def file_digest(path: Path) -> str:
@@ -33,13 +41,18 @@ def file_digest(path: Path) -> str:
 
 
 def directory_fingerprint(directory: Path) -> str:
-    """Fingerprint of a model (or adapter) directory: its weight files and config."""
-    parts = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix in WEIGHT_SUFFIXES or path.name in ("config.json", "adapter_config.json"):
-            parts.append(f"{path.name}:{file_digest(path)}")
-    if not parts:
-        raise FileNotFoundError(f"no weight files in {directory}")
+    """Fingerprint of a model (or adapter) directory: its weight, config and tokenizer files."""
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    if not any(path.suffix in WEIGHT_SUFFIXES for path in files):
+        raise KnowshiftError(
+            f"no weight files in {directory} (looked for {', '.join(WEIGHT_SUFFIXES)}); "
+            "give the folder save_pretrained wrote"
+        )
+    parts = [
+        f"{path.name}:{file_digest(path)}"
+        for path in files
+        if path.suffix in WEIGHT_SUFFIXES or path.name in IDENTITY_FILES
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -37,11 +37,18 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as error:
-        raise KnowshiftError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise KnowshiftError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise KnowshiftError(
             f"device {device!r} asked for but CUDA is not available; use --device cpu"
+        )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise KnowshiftError(
+            f"device {device!r} asked for but there are {torch.cuda.device_count()} CUDA "
+            "devices; use cuda:0 or auto"
         )
     return resolved
 
@@ -71,13 +78,15 @@ def load_model(
     `name_or_path` is an embedded name (see EMBEDDED_MODELS), a local directory with a config.json,
     or a Hugging Face id. `adapter` is a PEFT adapter directory applied on top.
     """
+    # Check every argument before the (slow) load, so a typo fails at once.
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    adapter_path = _adapter_directory(adapter) if adapter is not None else None
     directory, base_fingerprint = _model_directory(name_or_path)
     model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, name_or_path)
     fingerprint = base_fingerprint
-    if adapter is not None:
-        model, adapter_fingerprint = _apply_adapter(model, adapter)
+    if adapter_path is not None:
+        model, adapter_fingerprint = _apply_adapter(model, adapter_path)
         fingerprint = fp.combine(base_fingerprint, adapter_fingerprint)
     model.to(torch_device).eval()
     if tokenizer.pad_token_id is None:
@@ -155,27 +164,34 @@ def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool
             directory, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
         )
     except (OSError, ValueError, KeyError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise KnowshiftError(f"could not load model {name!r}: {first_line}") from None
+        raise KnowshiftError(f"could not load model {name!r}: {_first_line(error)}") from None
     return model, tokenizer
 
 
-def _apply_adapter(model: Any, adapter: str) -> tuple[Any, str]:
+def _adapter_directory(adapter: str) -> Path:
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise KnowshiftError(
             f"{adapter} is not a PEFT adapter directory (no adapter_config.json); "
             "pass the folder a LoRA run saved"
         )
+    return path
+
+
+def _apply_adapter(model: Any, path: Path) -> tuple[Any, str]:
     from peft import PeftModel
 
     try:
         wrapped = PeftModel.from_pretrained(model, str(path))
     except (ValueError, RuntimeError, KeyError) as error:
         raise KnowshiftError(
-            f"adapter {adapter} does not fit this model ({str(error).splitlines()[0]}); "
+            f"adapter {path} does not fit this model ({_first_line(error)}); "
             "use the base model the adapter was trained on"
         ) from None
     return wrapped, fp.directory_fingerprint(path)
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an error's message (or its type), for a one-line KnowshiftError."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

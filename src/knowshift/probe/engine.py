@@ -107,26 +107,68 @@ class Engine:
     def _score_batch(self, requests, prefix_len, prefix_cache, temperature, top_k):
         rows = [_branch_row(r.prompt[prefix_len:], r.continuations) for r in requests]
         width = max(len(tokens) for tokens, _, _ in rows)
-        # Every row ends with its branches; keep logits from the last prompt token on.
-        n_keep = max(1 + sum(len(c) for c in r.continuations) for r in requests)
         input_ids, positions, mask = self._pack_branches(rows, width, prefix_len)
         cache = self._batch_cache(prefix_cache, len(rows))
-        n_real = sum(len(tokens) for tokens, _, _ in rows)
-        logits = self._call(input_ids, mask, positions, cache, n_keep, n_real).float()
-        results = []
+        hidden = self._hidden(input_ids, mask, positions, cache, sum(len(t) for t, _, _ in rows))
+        # Which hidden states predict what: per continuation, continuation[0] at the last prompt
+        # token, each later token and the stop at the branch's own tokens.
+        picks, gold, owner = (
+            [],
+            [],
+            [],
+        )  # position in `hidden`, token to score (-1: stop), continuation
+        n_continuations = 0
         for row, request in enumerate(requests):
-            last_prompt = n_keep - 1 - sum(len(c) for c in request.continuations)
-            request_scores, offset = [], last_prompt + 1
+            last_prompt = width - 1 - sum(len(c) for c in request.continuations)
+            offset = last_prompt + 1
             for continuation in request.continuations:
-                # continuation[0] is predicted at the last prompt token, the rest (and the stop)
-                # at the branch's own tokens.
-                picks = [last_prompt, *range(offset, offset + len(continuation))]
-                request_scores.append(
-                    self._score_row(logits[row, picks], continuation, temperature, top_k)
-                )
+                for t, position in enumerate(
+                    [last_prompt, *range(offset, offset + len(continuation))]
+                ):
+                    picks.append(row * width + position)
+                    gold.append(continuation[t] if t < len(continuation) else -1)
+                    owner.append(n_continuations)
                 offset += len(continuation)
-            results.append(request_scores)
-        return results
+                n_continuations += 1
+        logits = self._logits(
+            hidden.reshape(-1, hidden.shape[-1])[torch.tensor(picks, device=self.device)]
+        )
+        logp, wrong = self._score_positions(
+            logits, torch.tensor(gold, device=self.device), temperature, top_k
+        )
+        owner_ids = torch.tensor(owner, device=self.device)
+        logp_total = torch.zeros(n_continuations, device=self.device).index_add_(0, owner_ids, logp)
+        n_wrong = torch.zeros(n_continuations, device=self.device).index_add_(
+            0, owner_ids, wrong.float()
+        )
+        scores = [
+            Score(bool(w == 0), float(lp))
+            for lp, w in zip(logp_total.tolist(), n_wrong.tolist(), strict=True)
+        ]
+        out, start = [], 0
+        for request in requests:
+            out.append(scores[start : start + len(request.continuations)])
+            start += len(request.continuations)
+        return out
+
+    def _score_positions(self, logits, gold, temperature: float, top_k: int):
+        """Per position: log q(gold) under top-k/temperature sampling (for the stop, the mass of
+        all clean stop tokens), and whether greedy decoding would pick something else."""
+        top_values, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+        log_norm = torch.logsumexp(top_values / temperature, dim=-1)  # top-k renormalisation
+        is_stop = gold < 0
+        gold_logits = logits.gather(1, gold.clamp(min=0)[:, None])[:, 0]
+        logp_token = torch.where(
+            gold_logits >= top_values[:, -1], gold_logits / temperature - log_norm, -math.inf
+        )
+        stop_in_top = self.clean_stop_tokens[top_ids]
+        logp_stop = (
+            torch.logsumexp((top_values / temperature).masked_fill(~stop_in_top, -math.inf), dim=-1)
+            - log_norm
+        )
+        logp = torch.where(is_stop, logp_stop, logp_token)
+        greedy_ok = torch.where(is_stop, stop_in_top[:, 0], gold_logits >= top_values[:, 0])
+        return logp, ~greedy_ok
 
     def _pack_branches(self, rows, width: int, prefix_len: int):
         """Left-padded ids, positions and an additive 4D mask for branch-packed rows."""
@@ -150,25 +192,6 @@ class Engine:
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
         return input_ids.to(self.device), positions.to(self.device), mask[:, None].to(self.device)
-
-    def _score_row(
-        self, logits: torch.Tensor, gold: tuple[int, ...], temperature: float, top_k: int
-    ) -> Score:
-        top_values, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
-        log_norm = torch.logsumexp(top_values / temperature, dim=-1)  # top-k renormalisation
-        gold_ids = torch.tensor(gold, device=logits.device)
-        gold_logits = logits[:-1].gather(1, gold_ids[:, None])[:, 0]
-        in_top_k = gold_logits >= top_values[:-1, -1]
-        greedy_ok = bool((gold_logits >= top_values[:-1, 0]).all())
-        logp_answer = torch.where(
-            in_top_k, gold_logits / temperature - log_norm[:-1], -math.inf
-        ).sum()
-        # The stop: any token that ends the answer without adding to it (newline, end of turn).
-        stop_mask = self.clean_stop_tokens[top_ids[-1]]
-        stop_logps = top_values[-1] / temperature - log_norm[-1]
-        logp_stop = torch.logsumexp(stop_logps.masked_fill(~stop_mask, -math.inf), dim=0)
-        greedy_ok = greedy_ok and bool(stop_mask[0])
-        return Score(greedy_ok, float(logp_answer + logp_stop))
 
     # ----------------------------------------------------------------------------------------
     # Sampling (the sampling, greedy and mastery estimators)
@@ -302,11 +325,9 @@ class Engine:
 
         return DynamicCache(config=self.model.config)
 
-    def _call(self, input_ids, mask, positions, cache, n_keep: int, n_real: int | None = None):
-        """One forward pass; counts the real (non-pad) tokens and the logit rows computed."""
-        if n_real is None:  # a 2D mask: its last columns are this call's tokens
-            n_real = int(mask[:, -input_ids.shape[1] :].sum())
-        self.tokens_processed += n_real
+    def _call(self, input_ids, mask, positions, cache, n_keep: int):
+        """One forward pass with a 2D mask; counts real (non-pad) tokens and logit rows."""
+        self.tokens_processed += int(mask[:, -input_ids.shape[1] :].sum())
         self.logit_rows += input_ids.shape[0] * min(n_keep, input_ids.shape[1])
         out = self.model(
             input_ids=input_ids,
@@ -317,6 +338,25 @@ class Engine:
             logits_to_keep=n_keep,
         )
         return out.logits
+
+    def _hidden(self, input_ids, mask, positions, cache, n_real: int) -> torch.Tensor:
+        """Final hidden states of every position (the output layer is applied to few of them)."""
+        self.tokens_processed += n_real
+        out = self.model.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer on selected hidden states, as the model's own head would compute it."""
+        self.logit_rows += hidden.shape[0]
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _batches(self, lengths: Sequence[int], max_rows: int | None = None) -> list[list[int]]:
         """Indices grouped into batches of similar length within the token budget."""

@@ -20,12 +20,12 @@ from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.models import LoadedModel
 from knowshift.probe.engine import Engine
 from knowshift.probe.estimators import ESTIMATORS, Block, ProbeConfig, run_block
-from knowshift.probe.prompts import exemplar_sets, prompt_format
+from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets, prompt_format
 from knowshift.store import Store
 from knowshift.types import CATEGORIES, Fact, FactSet, ProbeResult
 
 ENGINE_VERSION = 1  # bump when a change alters results, so stale cached results are not reused
-BLOCK_FACTS = {"exact": 64, "sampling": 16, "greedy": 64, "mastery": 16}
+BLOCK_FACTS = {"exact": 128, "sampling": 16, "greedy": 64, "mastery": 16}
 
 Progress = Callable[[int], None]
 
@@ -41,7 +41,13 @@ def validate_config(config: ProbeConfig) -> None:
         (config.top_k >= 1, "--top-k must be at least 1"),
         (config.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
         (config.temperature > 0 or config.estimator == "greedy", "--temperature must be above 0"),
+        (
+            config.prompt_format in PROMPT_FORMATS,
+            f"--prompt-format must be one of {PROMPT_FORMATS}",
+        ),
     ]
+    if config.prompt_format not in PROMPT_FORMATS:
+        raise unknown_name("prompt format", config.prompt_format, PROMPT_FORMATS)
     for ok, message in checks:
         if not ok:
             raise KnowshiftError(message)
@@ -61,38 +67,50 @@ def probe(
     config: ProbeConfig,
     store: Store,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> list[ProbeResult]:
-    """Probe `targets` (facts of `facts`), reusing stored results; returns one result per target."""
+    """Probe `targets` (facts of `facts`), reusing stored results; returns one result per target.
+
+    `engine` lets a caller reuse one engine across probes (and read its token counters).
+    """
+    # 1. Check the settings against the model and facts before anything is written.
     validate_config(config)
-    # 1. What identifies these results, and what is already done.
-    params_key, params = settings_key(
-        config, facts.source, str(loaded.dtype).removeprefix("torch.")
-    )
+    fmt = prompt_format(config.prompt_format, loaded.tokenizer)
+    sets = {
+        name: exemplar_sets(facts, name, config.n_exemplar_sets, config.k_shot, config.seed)
+        for name in sorted({f.relation for f in targets})
+    }
+    # 2. What identifies these results, and what is already done.
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    params_key, params = settings_key(config, facts.source, dtype)
     store.register_settings(params_key, config.estimator, params, _versions(loaded))
     done = store.probed_fact_ids(loaded.fingerprint, params_key)
     todo = [f for f in targets if f.id not in done]
     if progress:
         progress(len(targets) - len(todo))
-    # 2. Probe the rest, relation by relation, one stored block at a time.
-    engine = Engine(loaded)
-    fmt = prompt_format(config.prompt_format, loaded.tokenizer)
+    # 3. Probe the rest, relation by relation, one stored block at a time.
+    engine = engine or Engine(loaded)
     facts_info = {f.id: (f.relation, f.split.value) for f in targets}
     by_relation: dict[str, list[Fact]] = defaultdict(list)
     for fact in todo:
         by_relation[fact.relation].append(fact)
-    for relation_name, relation_facts in sorted(by_relation.items()):
-        relation = facts.relations[relation_name]
-        sets = exemplar_sets(
-            facts, relation_name, config.n_exemplar_sets, config.k_shot, config.seed
-        )
-        size = BLOCK_FACTS[config.estimator]
+    size = BLOCK_FACTS[config.estimator]
+    for name, relation_facts in sorted(by_relation.items()):
         for start in range(0, len(relation_facts), size):
             chunk = relation_facts[start : start + size]
-            block = Block(relation, chunk, sets, fmt, config, loaded.fingerprint, params_key)
+            block = Block(
+                facts.relations[name],
+                chunk,
+                sets[name],
+                fmt,
+                config,
+                loaded.fingerprint,
+                params_key,
+            )
             store.put_probe_results(run_block(engine, block), facts_info)
             if progress:
                 progress(len(chunk))
-    # 3. Everything asked for, from the store (new and earlier results alike).
+    # 4. Everything asked for, from the store (new and earlier results alike).
     return store.probe_results(loaded.fingerprint, params_key, [f.id for f in targets])
 
 

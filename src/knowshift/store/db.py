@@ -42,42 +42,65 @@ CREATE TABLE IF NOT EXISTS probe_results (
 );
 """
 
+SETTINGS_COLUMNS = ("params_key", "estimator", "params", "versions", "created_at")
 RESULT_COLUMNS = (
     "fact_id", "relation", "split", "estimator", "params_key", "model_fingerprint",
     "p_greedy", "p_sampled", "category", "category_probs", "mastery_level", "samples",
 )  # fmt: skip
 
 
+def database_path(workspace: str | Path) -> Path:
+    """Where a workspace keeps its results database."""
+    return Path(workspace) / "knowshift.db"
+
+
 class Store:
-    """Access to one workspace's results database."""
+    """Access to one workspace's results database; use it as a context manager to close it."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.connection.execute("PRAGMA journal_mode=WAL")
-            self.connection.execute("PRAGMA synchronous=NORMAL")
-            self.connection.executescript(SCHEMA)
+        except OSError as error:  # e.g. the workspace names a file
+            raise KnowshiftError(
+                f"cannot create the folder {self.path.parent} ({error.strerror}); "
+                "point --workspace at a folder"
+            ) from None
+        connection = None
+        try:
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(SCHEMA)
+            _check_schema(connection)
         except sqlite3.DatabaseError as error:
+            if connection is not None:
+                connection.close()
             raise KnowshiftError(
                 f"{self.path} is not a usable knowshift database ({error}); "
                 "point --workspace at another folder"
             ) from None
+        self.connection = connection
 
     @classmethod
     def for_workspace(cls, workspace: str | Path) -> Store:
-        return cls(Path(workspace) / "knowshift.db")
+        return cls(database_path(workspace))
 
     def close(self) -> None:
         self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def register_settings(
         self, params_key: str, estimator: str, params: dict, versions: dict
     ) -> None:
         """Record what a settings key stands for (idempotent)."""
         self.connection.execute(
-            "INSERT OR IGNORE INTO probe_settings VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO probe_settings VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 params_key,
                 estimator,
@@ -116,9 +139,13 @@ class Store:
             )  # fmt: skip
             for r in results
         ]
+        # ON CONFLICT skips only a key already stored (the first result stays); unlike
+        # INSERT OR IGNORE it does not silently drop a row that breaks NOT NULL.
         with self._transaction():
             self.connection.executemany(
-                "INSERT OR IGNORE INTO probe_results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT INTO probe_results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                rows,
             )
 
     def probe_results(
@@ -169,6 +196,15 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.connection.execute("COMMIT" if exc_type is None else "ROLLBACK")
         return False
+
+
+def _check_schema(connection: sqlite3.Connection) -> None:
+    """Refuse a SQLite file whose tables of the same names hold other columns (another tool's)."""
+    for table, columns in (("probe_results", {*RESULT_COLUMNS, "created_at"}),
+                           ("probe_settings", set(SETTINGS_COLUMNS))):  # fmt: skip
+        found = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if found != columns:
+            raise sqlite3.DatabaseError(f"table {table} has columns {', '.join(sorted(found))}")
 
 
 def _to_result(row) -> ProbeResult:
