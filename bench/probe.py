@@ -151,7 +151,17 @@ def main() -> int:
         targets
     )
     print("\n" + confusion(exact, sampled))
+    print(
+        "\ndisagreements (fact: exact category [its probability] P(T=0) | sampling category P(T=0) P(T>0)):"
+    )
+    for e, s in zip(exact, sampled, strict=True):
+        if e.category != s.category:
+            print(f"  {e.fact_id}: {e.category.value} [{e.category_prob:.2f}] {e.p_greedy:.1f} | "
+                  f"{s.category.value} {s.p_greedy:.1f} {s.p_sampled:.3f}")  # fmt: skip
+    expected = sum(e.category_prob for e in exact) / len(exact)
     print(f"\ncategory agreement exact vs sampling: {100 * agree:.1f}%  (target >= 90%)")
+    print(f"agreement expected from exact's category probabilities: {100 * expected:.1f}%")
+    print(f"exact / naive sampler speed:      {(len(targets) / t_exact) / naive_rate:8.1f}x")
     print(f"exact / sampling speed:           {t_sampled / t_exact:8.1f}x  (target >= 100x)")
     print(
         f"sampling engine / naive sampler:  {(len(targets) / t_sampled) / naive_rate:8.1f}x  (target >= 2x)"

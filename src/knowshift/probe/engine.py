@@ -65,7 +65,7 @@ class SampleRequest:
 class Engine:
     """Scoring and sampling for one loaded model."""
 
-    def __init__(self, loaded: LoadedModel, token_budget: int = 4096, max_rows: int = 512):
+    def __init__(self, loaded: LoadedModel, token_budget: int = 2048, max_rows: int = 512):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
