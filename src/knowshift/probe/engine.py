@@ -239,7 +239,7 @@ class Engine:
         suffixes = [r.prompt[prefix_len:] for r in requests]
         cache = self._batch_cache(prefix_cache, len(requests))
         mask, positions, input_ids = self._pack(suffixes, prefix_len)
-        logits = self._call(input_ids, mask, positions, cache, n_keep=1)[:, -1].float()
+        logits = self._logits(self._hidden(input_ids, mask, positions, cache)[:, -1])
         # Each prompt now fans out into its rows: row 0 greedy (if asked), then the samples.
         cache.batch_repeat_interleave(rows_per_prompt)
         logits = logits.repeat_interleave(rows_per_prompt, dim=0)
@@ -271,9 +271,7 @@ class Engine:
                 active, tokens = active[keep], tokens[keep_idx]
                 mask, next_position = mask[keep_idx], next_position[keep_idx]
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            logits = self._call(tokens[:, None], mask, next_position, cache, n_keep=1)[
-                :, -1
-            ].float()
+            logits = self._logits(self._hidden(tokens[:, None], mask, next_position, cache)[:, -1])
             next_position = next_position + 1
         return [
             outputs[i * rows_per_prompt : (i + 1) * rows_per_prompt] for i in range(len(requests))
@@ -297,8 +295,8 @@ class Engine:
 
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prefix], device=self.device)
-        self._call(
-            ids, torch.ones_like(ids), torch.arange(len(prefix), device=self.device)[None], cache, 1
+        self._hidden(
+            ids, torch.ones_like(ids), torch.arange(len(prefix), device=self.device)[None], cache
         )
         return cache
 
@@ -325,22 +323,13 @@ class Engine:
 
         return DynamicCache(config=self.model.config)
 
-    def _call(self, input_ids, mask, positions, cache, n_keep: int):
-        """One forward pass with a 2D mask; counts real (non-pad) tokens and logit rows."""
-        self.tokens_processed += int(mask[:, -input_ids.shape[1] :].sum())
-        self.logit_rows += input_ids.shape[0] * min(n_keep, input_ids.shape[1])
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=n_keep,
-        )
-        return out.logits
+    def _hidden(self, input_ids, mask, positions, cache, n_real: int | None = None) -> torch.Tensor:
+        """Final hidden states of every position (the output layer is applied to few of them).
 
-    def _hidden(self, input_ids, mask, positions, cache, n_real: int) -> torch.Tensor:
-        """Final hidden states of every position (the output layer is applied to few of them)."""
+        `n_real` counts the non-pad tokens; by default the last columns of a 2D mask.
+        """
+        if n_real is None:
+            n_real = int(mask[:, -input_ids.shape[1] :].sum())
         self.tokens_processed += n_real
         out = self.model.get_decoder()(
             input_ids=input_ids,
