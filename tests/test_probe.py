@@ -174,3 +174,20 @@ def test_chat_format_needs_a_chat_template(planted, planted_model, store):
 )  # fmt: skip
 def test_slick_rule(p_greedy, p_sampled, category):
     assert slick_category(p_greedy, p_sampled) is category
+
+
+def test_edited_facts_are_probed_anew(planted, planted_model, store):
+    """The settings key holds the facts' content, so an edited fact file is not served stale."""
+    from dataclasses import replace
+
+    from knowshift.probe.run import settings_key
+
+    config = ProbeConfig.for_estimator("exact")
+    edited_fact = replace(planted.facts[-1], answers=("Elsewhere",))
+    edited = replace(planted, facts=(*planted.facts[:-1], edited_fact))
+    assert settings_key(config, planted, "float32")[0] != settings_key(config, edited, "float32")[0]
+    moved = replace(planted, source="planted:/another/path.jsonl")
+    assert settings_key(config, planted, "float32")[0] == settings_key(config, moved, "float32")[0]
+    before = probe(planted_model, planted, planted.facts[-1:], config, store)
+    after = probe(planted_model, edited, edited.facts[-1:], config, store)
+    assert before[0].params_key != after[0].params_key

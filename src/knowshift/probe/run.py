@@ -53,11 +53,36 @@ def validate_config(config: ProbeConfig) -> None:
             raise KnowshiftError(message)
 
 
-def settings_key(config: ProbeConfig, source: str, dtype: str) -> tuple[str, dict]:
-    """The key of everything besides the model that changes a probe result."""
-    params = {**asdict(config), "facts": source, "dtype": dtype, "engine_version": ENGINE_VERSION}
+def settings_key(config: ProbeConfig, facts: FactSet, dtype: str) -> tuple[str, dict]:
+    """The key of everything besides the model that changes a probe result.
+
+    It holds the facts' content (not their file's path): a fact's own question and answers and
+    its relation's exemplar pool decide its result, so an edited fact file is probed anew.
+    """
+    params = {
+        **asdict(config),
+        "facts": facts.source.split(":", 1)[0],
+        "facts_digest": facts_digest(facts),
+        "dtype": dtype,
+        "engine_version": ENGINE_VERSION,
+    }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return digest, params
+
+
+def facts_digest(facts: FactSet) -> str:
+    """A content hash of a fact set: ids, splits, questions, answers, relation templates."""
+    digest = hashlib.sha256()
+    for fact in sorted(facts.facts, key=lambda f: f.id):
+        digest.update(
+            f"{fact.id}\t{fact.split}\t{fact.question}\t{'|'.join(fact.answers)}\n".encode()
+        )
+    for name in sorted(facts.relations):
+        relation = facts.relations[name]
+        digest.update(
+            repr((name, relation.question_templates, relation.completion_templates)).encode()
+        )
+    return digest.hexdigest()[:16]
 
 
 def probe(
@@ -82,7 +107,7 @@ def probe(
     }
     # 2. What identifies these results, and what is already done.
     dtype = str(loaded.dtype).removeprefix("torch.")
-    params_key, params = settings_key(config, facts.source, dtype)
+    params_key, params = settings_key(config, facts, dtype)
     store.register_settings(params_key, config.estimator, params, _versions(loaded))
     done = store.probed_fact_ids(loaded.fingerprint, params_key)
     todo = [f for f in targets if f.id not in done]
