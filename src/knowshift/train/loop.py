@@ -1,0 +1,285 @@
+"""The fine-tuning loop, with a knowledge measurement after every epoch (METHODS B).
+
+    result = train(loaded, pairs, eval_items, config, out_dir)
+
+reads top to bottom: set up (seed, LoRA wrap, data, optimizer, accelerate), resume if a previous
+run of the same folder was interrupted, then per epoch: train, measure which examples are
+fitted and the accuracy of every evaluation group, write the metrics line, and save checkpoints
+(`last` every epoch, `early_stop` when dev accuracy improves).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from knowshift.errors import KnowshiftError
+from knowshift.models import LoadedModel
+from knowshift.train.config import TrainConfig
+from knowshift.train.data import collate, tokenize_pairs
+from knowshift.train.measure import EvalItem, measure
+
+DEV_GROUP = "dev"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one measurement found: accuracy per evaluation group, at an epoch and step."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    accuracy: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    records: tuple[EpochRecord, ...]
+    early_stop_epoch: int | None
+    out_dir: Path
+
+
+def train(
+    loaded: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    eval_items: Sequence[EvalItem],
+    config: TrainConfig,
+    out_dir: str | Path,
+    on_record: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Fine-tune `loaded.model` in place on prompt/completion `pairs`, measuring after each epoch."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    config.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # 1. Set-up: seeds, the trainable model, data, optimizer, schedule, accelerate.
+    _seed_everything(config.seed)
+    model = _trainable(loaded.model, config)
+    tokenized = tokenize_pairs(loaded.tokenizer, pairs)
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(
+        tokenized, batch_size=config.batch_size, shuffle=True, generator=generator,
+        collate_fn=lambda batch: collate(batch, pad_id),
+    )  # fmt: skip
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config, loaded.device), gradient_accumulation_steps=config.grad_accum,
+        cpu=loaded.device.type == "cpu",
+    )  # fmt: skip
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    measuring = _Measurer(loaded, accelerator, eval_items)
+    # 2. Resume an interrupted run of this folder.
+    records, first_epoch = _resume(out_dir, accelerator)
+    best_dev = max((r.accuracy.get(DEV_GROUP, -1.0) for r in records), default=-1.0)
+    step = records[-1].step if records else 0
+    # 3. Train, measuring after every epoch (or every N steps).
+    for epoch in range(first_epoch, config.epochs + 1):
+        generator.manual_seed(config.seed * 1_000_003 + epoch)  # the same order on a resumed run
+        model.train()
+        losses = []
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.item())
+            step += int(accelerator.sync_gradients)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", **measuring.latest)
+            if (
+                config.eval_every_steps
+                and accelerator.sync_gradients
+                and step % config.eval_every_steps == 0
+            ):
+                _keep(
+                    measuring.record(epoch - 1 + len(losses) / len(loader), step, losses),
+                    records,
+                    out_dir,
+                    on_record,
+                )
+        record = _keep(measuring.record(epoch, step, losses), records, out_dir, on_record)
+        # 4. Store: resume state and checkpoints.
+        if record.accuracy.get(DEV_GROUP, -1.0) > best_dev:
+            best_dev = record.accuracy.get(DEV_GROUP, -1.0)
+            _save_checkpoint(
+                accelerator, model, loaded.tokenizer, out_dir / "checkpoints" / "early_stop", epoch
+            )
+        _save_checkpoint(
+            accelerator, model, loaded.tokenizer, out_dir / "checkpoints" / "last", epoch
+        )
+        _save_state(accelerator, out_dir, epoch)
+        if config.stop_at_full_train_accuracy and record.accuracy.get("train", 0.0) >= 1.0:
+            break
+    epoch_records = [r for r in records if float(r.epoch).is_integer()]
+    early = (
+        max(epoch_records, key=lambda r: r.accuracy.get(DEV_GROUP, -1.0)).epoch
+        if epoch_records
+        else None
+    )
+    return TrainResult(tuple(records), early, out_dir)
+
+
+def _keep(record: EpochRecord, records: list, out_dir: Path, on_record) -> EpochRecord:
+    """Remember a measurement, append it to metrics.jsonl (flushed), and report it."""
+    records.append(record)
+    with (out_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record.__dict__) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    if on_record:
+        on_record(record)
+    return record
+
+
+class _Measurer:
+    """Runs the per-epoch measurement on the live model and remembers the latest figures."""
+
+    def __init__(self, loaded: LoadedModel, accelerator, eval_items: Sequence[EvalItem]):
+        self.loaded, self.accelerator, self.items = loaded, accelerator, eval_items
+        self.engine = None
+        self.latest: dict[str, str] = {}
+
+    def record(self, epoch: float, step: int, losses: Sequence[float]) -> EpochRecord:
+        from knowshift.probe.engine import Engine
+
+        model = self.accelerator.unwrap_model(self.accelerator._models[0])
+        live = LoadedModel(
+            self.loaded.name,
+            model,
+            self.loaded.tokenizer,
+            "",
+            self.loaded.device,
+            self.loaded.dtype,
+        )
+        self.engine = self.engine or Engine(live)
+        self.engine.model = model
+        model.eval()
+        with self.accelerator.autocast():
+            accuracy = measure(self.engine, self.items)
+        model.train()
+        loss = float(np.mean(losses)) if losses else float("nan")
+        self.latest = {
+            k: f"{v:.2f}"
+            for k, v in accuracy.items()
+            if k in ("train/Known", "train/Unknown", DEV_GROUP)
+        }
+        return EpochRecord(epoch, step, loss, accuracy)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _trainable(model: Any, config: TrainConfig) -> Any:
+    """Full fine-tuning trains every weight; LoRA wraps the model with PEFT adapters."""
+    if config.method == "full":
+        model.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    linear_names = {
+        name.rsplit(".", 1)[-1]
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+    missing = [t for t in config.lora_target_modules if t not in linear_names]
+    if missing:
+        raise KnowshiftError(
+            f"LoRA target module(s) {', '.join(missing)} not in this model; "
+            f"its linear modules are: {', '.join(sorted(linear_names))}"
+        )
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules), use_rslora=config.use_rslora, task_type="CAUSAL_LM",
+    )  # fmt: skip
+    return get_peft_model(model, lora)
+
+
+def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(optimizer, config: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    warmup = int(config.warmup_ratio * total_steps)
+    name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
+    """bf16 autocast where it is fast (CUDA with bf16, or a CPU with bf16 matmul units)."""
+    if config.precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    return {"fp32": "no"}.get(config.precision, config.precision)
+
+
+def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) -> None:
+    """Weights as safetensors (the adapter alone for LoRA), written aside then renamed."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def _save_state(accelerator, out_dir: Path, epoch: int) -> None:
+    """Optimizer, schedule and RNG state for resuming, then the epoch it belongs to."""
+    tmp = out_dir / ".state.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+    shutil.rmtree(out_dir / "state", ignore_errors=True)
+    os.replace(tmp, out_dir / "state")
+
+
+def _resume(out_dir: Path, accelerator) -> tuple[list[EpochRecord], int]:
+    """Records of completed epochs and the epoch to start from (1 for a fresh run)."""
+    state = out_dir / "state"
+    if not (state / "epoch.json").is_file():
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return [], 1
+    done = json.loads((state / "epoch.json").read_text())["epoch"]
+    accelerator.load_state(str(state))
+    records = []
+    for line in (out_dir / "metrics.jsonl").read_text().splitlines():
+        record = EpochRecord(**json.loads(line))
+        if record.epoch <= done:
+            records.append(record)
+    # Drop lines of an epoch that was measured but whose state was not saved.
+    (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in records))
+    return records, done + 1
