@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--params-key")
     export.add_argument("--out", required=True, help="FILE.jsonl or FILE.parquet")
     export.set_defaults(handler=_export)
+
+    _build_args(commands.add_parser("build", help="a fine-tuning set of controlled composition"))
     return parser
 
 
@@ -106,6 +108,119 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace", default=str(default_workspace()), help="folder of the results database"
     )
+
+
+# Options of `build` that go into the recipe's spec (the flag of `frac_unknown` is --frac-unknown).
+_SPEC_OPTIONS = (
+    "split", "relations", "template", "idk", "refusal", "size", "frac_unknown", "category",
+    "mastery_level", "n_unknown", "k_additions", "addition", "group", "ratio", "min_confidence",
+    "n_objects", "frac_biased",
+)  # fmt: skip
+
+
+def _build_args(build: argparse.ArgumentParser) -> None:
+    build.add_argument(
+        "--recipe", required=True,
+        help="unknown-ratio, known-only, category, mastery, pack, intervention, entity-bias; "
+        "idk:RECIPE adds --idk",
+    )  # fmt: skip
+    build.add_argument("--facts", default="geo", help="the fact source the probe used")
+    build.add_argument("--model", default="smollm2-135m", help="the model the probe used")
+    build.add_argument("--adapter", help="the PEFT adapter the probe used, if any")
+    build.add_argument(
+        "--estimator",
+        help="whose probe results to read (exact; mastery for mastery, sampling for intervention)",
+    )
+    build.add_argument(
+        "--dtype", default="auto", help="dtype the probe ran in (auto: the one stored results have)"
+    )
+    build.add_argument("--params-key", help="read the results of these probe settings instead")
+    build.add_argument(
+        "--workspace", default=str(default_workspace()), help="folder of the results database"
+    )
+    build.add_argument("--out", required=True, help="folder for train.jsonl and manifest.json")
+    build.add_argument("--seed", type=int, default=0, help="seed of every draw (0)")
+    spec = build.add_argument_group("recipe options (each recipe takes some; default: its own)")
+    spec.add_argument("--split", help="draw facts from this split (train)")
+    spec.add_argument("--relations", nargs="+", help="only these relations")
+    spec.add_argument("--template", help="plain (Q:/A:, as probed) or tagged (<|question|>)")
+    spec.add_argument("--idk", action="store_true", default=None, help="Unknown answers -> refusal")
+    spec.add_argument("--refusal", help="the refusal string (I don't know)")
+    spec.add_argument("--size", type=int, help="examples (default: smallest category per relation)")
+    spec.add_argument("--frac-unknown", type=float, help="unknown-ratio: share of Unknown (0.5)")
+    spec.add_argument("--category", help="HighlyKnown, MaybeKnown, WeaklyKnown, Unknown, natural")
+    spec.add_argument("--mastery-level", type=int, help="mastery: level 0-4")
+    spec.add_argument("--n-unknown", type=int, help="pack: Unknown facts")
+    spec.add_argument("--k-additions", type=int, help="pack: additions per Unknown fact (0)")
+    spec.add_argument("--addition", help="pack: paraphrase (default) or highly-known")
+    spec.add_argument(
+        "--group", help="intervention: harmonious, incompatible, self-aligning, mixture"
+    )
+    spec.add_argument("--ratio", type=float, help="intervention mixture: share self-aligned")
+    spec.add_argument("--min-confidence", type=float, help="intervention: threshold (0.5)")
+    spec.add_argument("--n-objects", type=int, help="entity-bias: top objects per relation (3)")
+    spec.add_argument("--frac-biased", type=float, help="entity-bias: share of top objects (0.5)")
+    build.set_defaults(handler=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from knowshift.mixtures import get_recipe, make_spec
+    from knowshift.mixtures.build import check_estimator
+
+    # Check the recipe and its options first, so bad input fails before anything is read.
+    spec = make_spec(args.recipe, {name: getattr(args, name) for name in _SPEC_OPTIONS})
+    estimator = args.estimator or get_recipe(args.recipe)[0].estimators[0]
+    check_estimator(args.recipe, estimator)
+    return _build_from_store(args, spec, estimator)
+
+
+def _build_from_store(args: argparse.Namespace, spec, estimator: str) -> int:
+    from dataclasses import replace
+
+    from knowshift.facts import load_facts
+    from knowshift.mixtures import build_training_set, manifest_table, write_training_set
+    from knowshift.mixtures.build import check_estimator
+    from knowshift.mixtures.source import find_probe_results
+    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.store import Store, database_path
+
+    facts = load_facts(args.facts)
+    fingerprint = model_fingerprint(args.model, args.adapter)
+    adapter = f" --adapter {args.adapter}" if args.adapter else ""
+    hint = (f"knowshift probe --model {args.model}{adapter} --facts {args.facts} "
+            f"--split {spec.split} --estimator {estimator}")  # fmt: skip
+    path = database_path(args.workspace)
+    if not path.is_file():  # do not leave an empty database behind a mistyped workspace
+        raise KnowshiftError(f"no results database {path}; check --workspace or run: {hint}")
+    with Store(path) as store:
+        source = find_probe_results(
+            store, facts, fingerprint, estimator, dtype=args.dtype,
+            params_key=args.params_key, probe_hint=hint,
+        )  # fmt: skip
+    check_estimator(args.recipe, source.estimator)  # --params-key may name another estimator
+    if hasattr(spec, "n_samples"):  # where the greedy answers sit among the stored samples
+        spec = replace(spec, n_samples=source.params.get("n_samples", spec.n_samples))
+    built = build_training_set(
+        args.recipe, facts, source.results, spec, args.seed,
+        model=args.model, probe_params=source.params,
+    )  # fmt: skip
+    out = write_training_set(built.examples, built.manifest, args.out)
+    print(manifest_table(built.manifest))
+    print(f"wrote {len(built.examples)} examples to {out}, from {len(source.results)} "
+          f"{source.estimator} probe results (settings {source.params_key})", file=sys.stderr)  # fmt: skip
+    _note_left_out_relations(facts, source.results, spec, built.manifest)
+    return 0
+
+
+def _note_left_out_relations(facts, results, spec, manifest) -> None:
+    """Say which probed relations gave no example (e.g. one of their categories is empty)."""
+    relation_of = {f.id: f.relation for f in facts.facts if f.split == spec.split}
+    probed = {relation_of[i] for i in results if i in relation_of}
+    left_out = sorted(probed & set(spec.relations or probed) - set(manifest.counts_by_relation))
+    if left_out:
+        reason = " (by default a relation gives as many as its smallest category has)"
+        print(f"note: no examples from {', '.join(left_out)}"
+              f"{reason if getattr(spec, 'size', 0) is None else ''}", file=sys.stderr)  # fmt: skip
 
 
 def _probe(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Split(StrEnum):
@@ -119,3 +120,62 @@ class ProbeResult:
         if self.category is None:
             return None
         return self.category_probs[CATEGORIES.index(self.category)]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One fine-tuning example (prompt + completion) and where it came from.
+
+    kind: how the completion was made: "gold" (the fact's canonical answer), "idk" (the refusal
+        string), "paraphrase" (gold answer, question asked with another template), "addition"
+        (a HighlyKnown fact added to a pack), "self-aligned" (the model's own majority answer).
+    category: the SliCK category of the source fact (None for mastery-probed facts).
+    question_template: index of the relation's question template the question uses (0: the
+        fact's own question).
+    """
+
+    fact_id: str
+    relation: str
+    question: str
+    answer: str
+    prompt: str
+    completion: str
+    kind: str
+    category: str | None = None
+    mastery_level: int | None = None
+    question_template: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a fine-tuning set holds and how it was made: recipe, spec, seed, counts, sources.
+
+    Counts are keyed by category value ("none" for facts without one), relation, kind and mastery
+    level (as a string). `examples_digest` is the sha256 of the written train.jsonl.
+    """
+
+    recipe: str
+    spec: dict[str, Any]
+    seed: int
+    n_examples: int
+    counts_by_category: dict[str, int]
+    counts_by_relation: dict[str, int]
+    counts_by_kind: dict[str, int]
+    counts_by_relation_category: dict[str, dict[str, int]]
+    counts_by_mastery_level: dict[str, int]
+    facts_source: str
+    estimator: str
+    params_key: str
+    model_fingerprint: str
+    probe_params: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    examples_digest: str = ""
+    knowshift_version: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A built fine-tuning set: its examples in order, and its manifest."""
+
+    examples: tuple[Example, ...]
+    manifest: Manifest

@@ -1,0 +1,108 @@
+"""A training set on disk: `train.jsonl` (one example a line) and `manifest.json`.
+
+Each line holds "prompt" and "completion" (the prompt-completion format TRL and most trainers
+read, loss on the completion) followed by the example's metadata. Both files are written under a
+temporary name and renamed, so a reader never sees half a file; the manifest, written last,
+holds the sha256 of train.jsonl, so a set edited by hand is noticed when read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+from knowshift.types import CATEGORIES, Example, Manifest, TrainingSet
+
+TRAIN_FILE = "train.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+def example_record(example: Example) -> dict:
+    """One JSONL record: prompt and completion first, then the metadata."""
+    record = {"prompt": example.prompt, "completion": example.completion}
+    record.update((f.name, getattr(example, f.name)) for f in fields(Example))
+    return record
+
+
+def examples_jsonl(examples: Sequence[Example]) -> str:
+    """The text of train.jsonl for these examples."""
+    return "".join(json.dumps(example_record(e), ensure_ascii=False) + "\n" for e in examples)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """The sha256 of train.jsonl for these examples (the manifest's `examples_digest`)."""
+    return _digest(examples_jsonl(examples))
+
+
+def write_training_set(
+    examples: Sequence[Example], manifest: Manifest, out_dir: str | Path
+) -> Path:
+    """Write `out_dir/train.jsonl` and `out_dir/manifest.json` (atomically); returns out_dir."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KnowshiftError(
+            f"cannot create the folder {out} ({error.strerror}); check --out"
+        ) from None
+    text = examples_jsonl(examples)
+    if manifest.examples_digest and _digest(text) != manifest.examples_digest:
+        raise ValueError("the manifest describes other examples than the ones being written")
+    _write_atomic(out / TRAIN_FILE, text)
+    _write_atomic(out / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2, ensure_ascii=False))
+    return out
+
+
+def read_training_set(out_dir: str | Path) -> TrainingSet:
+    """Read a set written by `write_training_set`, checking train.jsonl against its manifest."""
+    out = Path(out_dir)
+    for name in (TRAIN_FILE, MANIFEST_FILE):
+        if not (out / name).is_file():
+            raise KnowshiftError(f"no {name} in {out}; build the set with knowshift build")
+    text = (out / TRAIN_FILE).read_text(encoding="utf-8")
+    manifest = Manifest(**json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8")))
+    if manifest.examples_digest and _digest(text) != manifest.examples_digest:
+        raise KnowshiftError(
+            f"{out / TRAIN_FILE} does not match its manifest (edited since it was built?); "
+            "rebuild it with knowshift build"
+        )
+    examples = tuple(Example(**json.loads(line)) for line in text.splitlines() if line)
+    return TrainingSet(examples, manifest)
+
+
+def manifest_table(manifest: Manifest) -> str:
+    """The manifest's counts as a printable table: relations x categories, then kinds."""
+    found = {c for counts in manifest.counts_by_relation_category.values() for c in counts}
+    order = [c.value for c in CATEGORIES]  # categories in SliCK order, then "none"
+    columns = sorted(found, key=lambda c: (order.index(c) if c in order else len(order), c))
+    width = max([len("relation")] + [len(r) for r in manifest.counts_by_relation])
+    lines = [
+        f"{manifest.recipe}: {manifest.n_examples} examples (seed {manifest.seed}) from "
+        f"{manifest.estimator} probe results of {manifest.model or manifest.model_fingerprint} "
+        f"on {manifest.facts_source}",
+        f"{'relation':<{width}}  {'n':>6}  " + "  ".join(f"{c:>11}" for c in columns),
+    ]
+    rows = {**manifest.counts_by_relation_category, "ALL": manifest.counts_by_category}
+    for relation, counts in rows.items():
+        cells = "  ".join(f"{counts.get(c, 0):>11}" for c in columns)
+        lines.append(f"{relation:<{width}}  {sum(counts.values()):>6}  {cells}")
+    lines.append("kinds: " + ", ".join(f"{k} {n}" for k, n in manifest.counts_by_kind.items()))
+    if set(manifest.counts_by_mastery_level) - {"none"}:
+        levels = manifest.counts_by_mastery_level.items()
+        lines.append("mastery levels: " + ", ".join(f"{k}: {n}" for k, n in levels))
+    return "\n".join(lines)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
