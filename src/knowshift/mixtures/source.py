@@ -8,7 +8,6 @@ results exist in several dtypes does `auto` pick the one the loader would choose
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,29 +103,21 @@ def _loader_dtype() -> str:
 
 
 def _stored_params(store: Store, params_key: str) -> dict[str, Any]:
-    row = store.connection.execute(
-        "SELECT params FROM probe_settings WHERE params_key = ?", (params_key,)
-    ).fetchone()
-    if row is None:
+    params = store.settings_params(params_key)
+    if params is None:
         raise KnowshiftError(
             f"no probe settings {params_key!r} in {store.path}; knowshift export lists the keys"
         )
-    return json.loads(row[0])
+    return params
 
 
 def _other_settings(store: Store, fingerprint: str, estimator: str, default: dict) -> str:
     """A note naming the other settings this model has results for, and how they differ."""
-    rows = store.connection.execute(
-        "SELECT DISTINCT r.params_key, s.params FROM probe_results r"
-        " JOIN probe_settings s ON s.params_key = r.params_key"
-        " WHERE r.model_fingerprint = ? AND r.estimator = ? ORDER BY r.params_key",
-        (fingerprint, estimator),
-    ).fetchall()
+    rows = store.settings_with_results(fingerprint, estimator)
     if not rows:
         return ""
     notes = []
-    for key, text in rows:
-        params = json.loads(text)
+    for key, params in rows:
         changed = [f"{k}={params[k]}" for k in sorted(params) if params[k] != default.get(k)]
         notes.append(f"{key} ({', '.join(changed)})")
     return f" with default settings (found other settings: {'; '.join(notes)}; pass --params-key)"

@@ -110,6 +110,25 @@ class Store:
             ),
         )
 
+    def settings_params(self, params_key: str) -> dict | None:
+        """The parameters a settings key stands for, or None when it is not stored."""
+        row = self.connection.execute(
+            "SELECT params FROM probe_settings WHERE params_key = ?", (params_key,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def settings_with_results(
+        self, model_fingerprint: str, estimator: str
+    ) -> list[tuple[str, dict]]:
+        """(key, parameters) of every settings key with stored results for a model and estimator."""
+        rows = self.connection.execute(
+            "SELECT DISTINCT r.params_key, s.params FROM probe_results r"
+            " JOIN probe_settings s ON s.params_key = r.params_key"
+            " WHERE r.model_fingerprint = ? AND r.estimator = ? ORDER BY r.params_key",
+            (model_fingerprint, estimator),
+        ).fetchall()
+        return [(key, json.loads(text)) for key, text in rows]
+
     def probed_fact_ids(self, model_fingerprint: str, params_key: str) -> set[str]:
         rows = self.connection.execute(
             "SELECT fact_id FROM probe_results WHERE model_fingerprint = ? AND params_key = ?",
