@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,19 @@ def planted_model(planted_model_dir):
     from knowshift.models import load_model
 
     return load_model(str(planted_model_dir), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def facts_file(planted, tmp_path_factory) -> Path:
+    """The planted facts as a JSONL file with ids, relation, subject and split columns."""
+    path = tmp_path_factory.mktemp("facts") / "planted.jsonl"
+    records = [
+        {"id": f.id, "relation": f.relation, "subject": f.subject, "question": f.question,
+         "answers": list(f.answers), "split": f.split.value}
+        for f in planted.facts
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

@@ -34,19 +34,6 @@ def private_cache(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="module")
-def facts_file(planted, tmp_path_factory) -> Path:
-    """The planted facts as a JSONL file with ids, relation, subject and split columns."""
-    path = tmp_path_factory.mktemp("facts") / "planted.jsonl"
-    records = [
-        {"id": f.id, "relation": f.relation, "subject": f.subject, "question": f.question,
-         "answers": list(f.answers), "split": f.split.value}
-        for f in planted.facts
-    ]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def _probe_args(model_dir, facts_file, workspace) -> list[str]:
     return [
         "probe", "--model", str(model_dir), "--facts", f"jsonl:{facts_file}",

@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     _build_args(commands.add_parser("build", help="a fine-tuning set of controlled composition"))
+    from knowshift.cli_train import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -261,12 +264,13 @@ def _run_probe(args, config, facts, targets) -> int:
     from tqdm import tqdm
 
     from knowshift.models import load_model
+    from knowshift.models.loader import quiet_transformers
     from knowshift.probe.prompts import prompt_format
     from knowshift.probe.run import category_table, probe
     from knowshift.store import Store
     from knowshift.store.export import export_rows
 
-    _quiet_transformers()
+    quiet_transformers()
     with Store.for_workspace(args.workspace) as store:
         loaded = load_model(
             args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
@@ -331,13 +335,6 @@ def _export(args: argparse.Namespace) -> int:
         )
     print(f"wrote {len(rows)} rows to {export_rows(rows, args.out)}")
     return 0
-
-
-def _quiet_transformers() -> None:
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ class LoadedModel:
     dtype: torch.dtype
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' progress bars and warnings; knowshift shows its own progress."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` picks CUDA when available, else CPU."""
     if device == "auto":

@@ -24,6 +24,20 @@ CREATE TABLE IF NOT EXISTS probe_settings (
     versions TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS train_records (
+    run_id TEXT NOT NULL,
+    epoch REAL NOT NULL,
+    step INTEGER NOT NULL,
+    train_loss REAL,
+    accuracy TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS train_runs (
+    run_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS probe_results (
     model_fingerprint TEXT NOT NULL,
     params_key TEXT NOT NULL,
@@ -128,6 +142,33 @@ class Store:
             (model_fingerprint, estimator),
         ).fetchall()
         return [(key, json.loads(text)) for key, text in rows]
+
+    def register_run(self, run_id: str, config: dict) -> None:
+        """Record a training run's resolved configuration (idempotent)."""
+        self.connection.execute(
+            "INSERT INTO train_runs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (run_id, json.dumps(config, sort_keys=True), time.time()),
+        )
+
+    def put_train_record(
+        self, run_id: str, epoch: float, step: int, loss: float, accuracy: dict
+    ) -> None:
+        """One measurement of a run; a resumed run re-measuring an epoch replaces it."""
+        self.connection.execute(
+            "INSERT OR REPLACE INTO train_records VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, epoch, step, loss, json.dumps(accuracy, sort_keys=True), time.time()),
+        )
+
+    def train_records(self, run_id: str) -> list[dict]:
+        """A run's measurements in epoch order."""
+        rows = self.connection.execute(
+            "SELECT epoch, step, train_loss, accuracy FROM train_records WHERE run_id = ? ORDER BY epoch",
+            (run_id,),
+        )
+        return [
+            {"epoch": e, "step": s, "train_loss": loss, "accuracy": json.loads(a)}
+            for e, s, loss, a in rows
+        ]
 
     def probed_fact_ids(self, model_fingerprint: str, params_key: str) -> set[str]:
         rows = self.connection.execute(

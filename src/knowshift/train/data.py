@@ -20,11 +20,16 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[Tokenize
     """Tokenise prompt and completion separately (as the probe does) and join them.
 
     Joining token ids rather than strings keeps the prompt's tokens identical to those the model
-    sees at evaluation, so the loss is on exactly the tokens it must generate.
+    sees at evaluation, so the loss is on exactly the tokens it must generate (plus the stop).
     """
     prompts = tokenizer([p for p, _ in pairs]).input_ids
     completions = tokenizer([c for _, c in pairs], add_special_tokens=False).input_ids
-    return [TokenizedPair(tuple(p + c), len(p)) for p, c in zip(prompts, completions, strict=True)]
+    # End every completion with end-of-sequence, so a model learns to stop after the answer
+    # even in templates without a newline after it.
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [
+        TokenizedPair(tuple(p + c + eos), len(p)) for p, c in zip(prompts, completions, strict=True)
+    ]
 
 
 def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:

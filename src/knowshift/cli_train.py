@@ -1,0 +1,167 @@
+"""The `knowshift train` and `knowshift eval` commands (registered by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from knowshift.errors import KnowshiftError
+from knowshift.paths import default_workspace
+
+
+def add_commands(commands) -> None:
+    """Register `train` and `eval` on the CLI's sub-command parser."""
+    train = commands.add_parser(
+        "train", help="fine-tune on a built set, measuring after every epoch"
+    )
+    train.add_argument("--data", required=True, help="folder written by knowshift build")
+    train.add_argument(
+        "--model", default="smollm2-135m", help="the base model the set was built for"
+    )
+    train.add_argument("--adapter", help="a PEFT adapter to start from")
+    train.add_argument("--facts", help="fact source for dev/test measurement (default: the set's)")
+    train.add_argument(
+        "--out", required=True, help="run folder (metrics, checkpoints, resume state)"
+    )
+    train.add_argument("--method", default="full", help="full or lora")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--lr", type=float, help="learning rate (full 1e-5, lora 1e-3)")
+    train.add_argument("--schedule", default="constant", help="constant, linear, cosine")
+    train.add_argument("--warmup-ratio", type=float, default=0.0)
+    train.add_argument("--optimizer", default="adamw", help="adamw or sgd")
+    train.add_argument(
+        "--precision", default="auto", help="auto (bf16 autocast where fast), fp32, bf16, fp16"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-every-steps", type=int, help="also measure every N optimizer steps")
+    train.add_argument(
+        "--stop-at-full-train-accuracy",
+        action="store_true",
+        help="stop once every example is fitted",
+    )
+    train.add_argument("--lora-rank", type=int, default=1)
+    train.add_argument("--lora-alpha", type=float, default=2.0)
+    train.add_argument("--lora-dropout", type=float, default=0.1)
+    train.add_argument(
+        "--lora-target-modules", nargs="+", default=["down_proj", "gate_proj", "up_proj"]
+    )
+    train.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling")
+    train.add_argument("--n-dev", type=int, default=200, help="dev facts measured per epoch")
+    train.add_argument("--n-test", type=int, default=500, help="test facts measured per epoch")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--workspace", default=str(default_workspace()))
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="closed-book QA per category, relation, popularity")
+    evaluate.add_argument(
+        "--model", default="smollm2-135m", help="base model or full checkpoint folder"
+    )
+    evaluate.add_argument("--adapter", help="a LoRA adapter folder (e.g. RUN/checkpoints/last)")
+    evaluate.add_argument(
+        "--base-model", help="the model whose probe categories to report by (default --model)"
+    )
+    evaluate.add_argument("--facts", default="geo")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--relations", nargs="+")
+    evaluate.add_argument(
+        "--train-relations",
+        nargs="+",
+        help="relations trained on (the rest are out of distribution)",
+    )
+    evaluate.add_argument("--limit", type=int)
+    evaluate.add_argument(
+        "--estimator", default="exact", help="probe estimator whose categories to use"
+    )
+    evaluate.add_argument("--out", help="predictions file (.jsonl or .parquet)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--dtype", default="auto")
+    evaluate.add_argument("--workspace", default=str(default_workspace()))
+    evaluate.set_defaults(handler=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from knowshift.store import Store
+    from knowshift.train.config import TrainConfig
+    from knowshift.train.run import run_training
+
+    config = TrainConfig(
+        method=args.method, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lr=args.lr if args.lr is not None else (1e-3 if args.method == "lora" else 1e-5),
+        schedule=args.schedule, warmup_ratio=args.warmup_ratio, optimizer=args.optimizer,
+        precision=args.precision, seed=args.seed, eval_every_steps=args.eval_every_steps,
+        stop_at_full_train_accuracy=args.stop_at_full_train_accuracy, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_target_modules=tuple(args.lora_target_modules), use_rslora=args.rslora,
+    )  # fmt: skip
+    config.validate()
+    from knowshift.models.loader import quiet_transformers
+
+    quiet_transformers()
+    with Store.for_workspace(args.workspace) as store:
+        run_id, result = run_training(
+            args.data, args.model, args.out, config, store, adapter=args.adapter, facts_spec=args.facts,
+            n_dev=args.n_dev, n_test=args.n_test, device=args.device,
+        )  # fmt: skip
+    print(f"run {run_id}: {args.out}")
+    print(format_records(result.records))
+    print(
+        f"EARLY_STOP: epoch {result.early_stop_epoch} (best dev); CONVERGENCE: epoch {result.records[-1].epoch}"
+    )
+    return 0
+
+
+def format_records(records) -> str:
+    """Per measurement: loss, fitted Known / Unknown, dev, and test per category."""
+    columns = ["train/Known", "train/Unknown", "dev", "test", "test/HighlyKnown", "test/MaybeKnown",
+               "test/WeaklyKnown", "test/Unknown", "test/in", "test/out"]  # fmt: skip
+    present = [c for c in columns if any(c in r.accuracy for r in records)]
+    lines = [
+        f"{'epoch':>6} {'loss':>7} " + " ".join(f"{c.removeprefix('test/'):>13}" for c in present)
+    ]
+    for r in records:
+        cells = " ".join(
+            f"{100 * r.accuracy[c]:12.1f}%" if c in r.accuracy else f"{'-':>13}" for c in present
+        )
+        lines.append(f"{r.epoch:>6g} {r.train_loss:7.3f} {cells}")
+    return "\n".join(lines)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from knowshift.evaluate.qa import format_summary, predict, summarise
+    from knowshift.facts import load_facts
+    from knowshift.facts.select import select_facts
+    from knowshift.models import load_model
+    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.probe.estimators import ProbeConfig
+    from knowshift.probe.run import settings_key
+    from knowshift.store import Store
+    from knowshift.store.export import EXPORT_FORMATS, export_rows
+
+    if args.out and not args.out.endswith(EXPORT_FORMATS):
+        raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
+    facts = load_facts(args.facts)
+    targets = select_facts(facts, args.relations, args.split, args.limit)
+    from knowshift.models.loader import quiet_transformers
+
+    quiet_transformers()
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    base = args.base_model or (args.model if args.adapter else None) or args.model
+    with Store.for_workspace(args.workspace) as store:
+        key, _ = settings_key(
+            ProbeConfig.for_estimator(args.estimator),
+            facts,
+            str(loaded.dtype).removeprefix("torch."),
+        )
+        results = store.probe_results(model_fingerprint(base), key, [f.id for f in targets])
+    categories = {r.fact_id: r.category for r in results}
+    if not categories:
+        print(f"note: no {args.estimator} probe results of {base} for these facts; "
+              "categories shown as uncategorised", file=sys.stderr)  # fmt: skip
+    train_relations = set(args.train_relations) if args.train_relations else None
+    predictions = predict(loaded, targets, categories, train_relations)
+    print(format_summary(summarise(predictions)))
+    if args.out:
+        print(f"wrote {export_rows([p.__dict__ for p in predictions], args.out)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,101 @@
+"""A fine-tuning run from a built set: the entry point of the train stage.
+
+    result = run_training(data_dir, model, out_dir, config, store)
+
+reads the set `knowshift build` wrote, finds the base model's categories of the held-out facts
+in the store, builds what to measure after each epoch, trains, and records every measurement in
+the run folder and the results database under the run's id (a hash of its resolved config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+from knowshift.store import Store
+from knowshift.train.config import TrainConfig
+from knowshift.train.items import example_items, heldout_items
+from knowshift.train.loop import EpochRecord, TrainResult, train
+
+
+def run_id_of(config: dict) -> str:
+    """The run's id: a hash of its resolved configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_training(
+    data_dir: str | Path,
+    model: str,
+    out_dir: str | Path,
+    config: TrainConfig,
+    store: Store,
+    *,
+    adapter: str | None = None,
+    facts_spec: str | None = None,
+    n_dev: int | None = 200,
+    n_test: int | None = 500,
+    device: str = "auto",
+) -> tuple[str, TrainResult]:
+    """Fine-tune `model` on the set in `data_dir`, measuring after every epoch."""
+    from knowshift.facts import load_facts
+    from knowshift.mixtures import read_training_set
+    from knowshift.models import load_model
+
+    # 1. The set, its facts, and the base model's categories of the held-out facts.
+    config.validate()
+    training_set = read_training_set(data_dir)
+    manifest = training_set.manifest
+    facts = load_facts(facts_spec or manifest.facts_source)
+    categories = {
+        r.fact_id: r.category
+        for r in store.probe_results(manifest.model_fingerprint, manifest.params_key)
+    }
+    template = manifest.spec.get("template", "plain")
+    train_relations = {e.relation for e in training_set.examples}
+    items = example_items(training_set.examples)
+    items += heldout_items(facts, categories, train_relations, template, n_dev, n_test)
+    # 2. The run's identity and folder.
+    resolved = {
+        "data": manifest.examples_digest, "model": model, "adapter": adapter, "base_fingerprint": manifest.model_fingerprint,
+        "train": asdict(config), "n_dev": n_dev, "n_test": n_test, "facts": facts.source,
+    }  # fmt: skip
+    run_id = run_id_of(resolved)
+    out_dir = Path(out_dir)
+    _claim_folder(out_dir, run_id, resolved)
+    store.register_run(run_id, resolved)
+    # 3. Train (in float32 weights; `precision` sets the autocast), recording as it goes.
+    loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
+    pairs = [(e.prompt, e.completion) for e in training_set.examples]
+
+    def record(r: EpochRecord) -> None:
+        store.put_train_record(run_id, r.epoch, r.step, r.train_loss, r.accuracy)
+
+    return run_id, train(loaded, pairs, items, config, out_dir, on_record=record)
+
+
+def _claim_folder(out_dir: Path, run_id: str, resolved: dict) -> None:
+    """Write the run's config to its folder; refuse a folder that holds another run."""
+    info = out_dir / "run.json"
+    if info.is_file():
+        existing = json.loads(info.read_text()).get("run_id")
+        if existing != run_id:
+            raise KnowshiftError(
+                f"{out_dir} holds another run ({existing}) with other settings; "
+                "pick a new --out folder or delete that one"
+            )
+        return
+    import torch
+    import transformers
+
+    import knowshift
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    versions = {"knowshift": knowshift.__version__, "torch": torch.__version__,
+                "transformers": transformers.__version__, "python": platform.python_version()}  # fmt: skip
+    info.write_text(
+        json.dumps({"run_id": run_id, "config": resolved, "versions": versions}, indent=2)
+    )
