@@ -10,7 +10,7 @@ import torch
 from knowshift.errors import KnowshiftError
 from knowshift.models import load_model
 from knowshift.train.config import TrainConfig
-from knowshift.train.data import IGNORE_INDEX, collate, tokenize_pairs
+from knowshift.train.data import IGNORE_INDEX, collate, completion_loss, tokenize_pairs
 from knowshift.train.loop import train
 from knowshift.train.measure import EvalItem
 
@@ -36,13 +36,27 @@ def test_prompt_tokens_carry_no_loss(planted_model):
     pairs = [("Q: What is the capital of Ka?\nA:", " Lo\n"), ("Q: Hi?\nA:", " Mivane Pesho\n")]
     tokenized = tokenize_pairs(planted_model.tokenizer, pairs)
     batch = collate(tokenized, pad_id=0)
+    width = batch["input_ids"].shape[1]
     for row, pair in enumerate(tokenized):
         labels = batch["labels"][row]
-        assert (labels[: pair.n_prompt] == IGNORE_INDEX).all()
-        completion = labels[pair.n_prompt : len(pair.input_ids)]
+        start = width - len(pair.input_ids)  # left padding
+        assert (labels[: start + pair.n_prompt] == IGNORE_INDEX).all()
+        completion = labels[start + pair.n_prompt :]
         assert planted_model.tokenizer.decode(completion[:-1]) == pairs[row][1]
         assert completion[-1] == planted_model.tokenizer.eos_token_id
-        assert (labels[len(pair.input_ids) :] == IGNORE_INDEX).all()  # padding
+
+
+def test_completion_loss_equals_the_full_logits_loss(planted_model):
+    """Logits for the last positions only give the loss of the whole sequence's logits."""
+    pairs = [("Q: What is the capital of Ka?\nA:", " Lo\n"), ("Q: Hi?\nA:", " Mivane Pesho\n")]
+    batch = collate(tokenize_pairs(planted_model.tokenizer, pairs), pad_id=0)
+    with torch.no_grad():
+        full = planted_model.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"], labels=batch["labels"],
+        ).loss  # fmt: skip
+        ours = completion_loss(planted_model.model, batch)
+    assert torch.allclose(full, ours, rtol=1e-5)
 
 
 def _first_fitted(records, group, threshold=0.9):

@@ -33,14 +33,40 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[Tokenize
 
 
 def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels (IGNORE_INDEX outside completions)."""
+    """Left-padded ids, mask, positions and labels (IGNORE_INDEX outside completions).
+
+    Left padding lines the completions up at the end of the batch, so the output layer and the
+    loss need only the last `n_keep` positions (the longest completion + 1), not the prompts.
+    """
     width = max(len(p.input_ids) for p in pairs)
     input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
     labels = torch.full((len(pairs), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(pairs), width), dtype=torch.long)
     for row, pair in enumerate(pairs):
         ids = torch.tensor(pair.input_ids)
-        input_ids[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
-        labels[row, pair.n_prompt : len(ids)] = ids[pair.n_prompt :]
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        start = width - len(ids)
+        input_ids[row, start:] = ids
+        mask[row, start:] = 1
+        labels[row, start + pair.n_prompt :] = ids[pair.n_prompt :]
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    n_keep = max(len(p.input_ids) - p.n_prompt for p in pairs) + 1
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
+            "n_keep": torch.tensor(n_keep)}  # fmt: skip
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over completion tokens, with logits computed for the last positions only."""
+    n_keep = int(batch["n_keep"])
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=n_keep,
+    ).logits
+    # Position t predicts token t + 1: the kept logits but the last predict the last n_keep - 1 labels.
+    targets = batch["labels"][:, -(n_keep - 1) :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )

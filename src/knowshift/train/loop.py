@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from knowshift.errors import KnowshiftError
 from knowshift.models import LoadedModel
 from knowshift.train.config import TrainConfig
-from knowshift.train.data import collate, tokenize_pairs
+from knowshift.train.data import collate, completion_loss, tokenize_pairs
 from knowshift.train.measure import EvalItem, measure
 
 DEV_GROUP = "dev"
@@ -40,6 +41,8 @@ class EpochRecord:
     step: int
     train_loss: float
     accuracy: dict[str, float]
+    train_seconds: float | None = None  # time in training steps (measurements excluded)
+    measure_seconds: float | None = None  # time this measurement took
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def train(
     for epoch in range(first_epoch, config.epochs + 1):
         generator.manual_seed(config.seed * 1_000_003 + epoch)  # the same order on a resumed run
         model.train()
-        losses = []
+        losses, started = [], time.perf_counter()
         bar = tqdm(
             loader,
             desc=f"epoch {epoch}/{config.epochs}",
@@ -101,7 +104,7 @@ def train(
         )
         for batch in bar:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = completion_loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -122,7 +125,10 @@ def train(
                     out_dir,
                     on_record,
                 )
-        record = _keep(measuring.record(epoch, step, losses), records, out_dir, on_record)
+        train_seconds = time.perf_counter() - started - measuring.seconds_in_epoch(reset=True)
+        record = _keep(
+            measuring.record(epoch, step, losses, train_seconds), records, out_dir, on_record
+        )
         # 4. Store: resume state and checkpoints.
         if record.accuracy.get(DEV_GROUP, -1.0) > best_dev:
             best_dev = record.accuracy.get(DEV_GROUP, -1.0)
@@ -163,8 +169,17 @@ class _Measurer:
         self.loaded, self.accelerator, self.items = loaded, accelerator, eval_items
         self.engine = None
         self.latest: dict[str, str] = {}
+        self._seconds = 0.0  # measurement time since the epoch began
 
-    def record(self, epoch: float, step: int, losses: Sequence[float]) -> EpochRecord:
+    def seconds_in_epoch(self, reset: bool) -> float:
+        seconds = self._seconds
+        if reset:
+            self._seconds = 0.0
+        return seconds
+
+    def record(
+        self, epoch: float, step: int, losses: Sequence[float], train_seconds: float | None = None
+    ) -> EpochRecord:
         from knowshift.probe.engine import Engine
 
         model = self.accelerator.unwrap_model(self.accelerator._models[0])
@@ -179,8 +194,11 @@ class _Measurer:
         self.engine = self.engine or Engine(live)
         self.engine.model = model
         model.eval()
+        started = time.perf_counter()
         with self.accelerator.autocast():
             accuracy = measure(self.engine, self.items)
+        seconds = time.perf_counter() - started
+        self._seconds += seconds
         model.train()
         loss = float(np.mean(losses)) if losses else float("nan")
         self.latest = {
@@ -188,7 +206,7 @@ class _Measurer:
             for k, v in accuracy.items()
             if k in ("train/Known", "train/Unknown", DEV_GROUP)
         }
-        return EpochRecord(epoch, step, loss, accuracy)
+        return EpochRecord(epoch, step, loss, accuracy, train_seconds, seconds)
 
 
 def _seed_everything(seed: int) -> None:
@@ -226,7 +244,9 @@ def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The fused kernel updates all parameters in one pass: ~10x faster than the loop on CPU.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def _scheduler(optimizer, config: TrainConfig, total_steps: int):

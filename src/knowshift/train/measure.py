@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from knowshift.probe.engine import Engine, ScoreRequest
 
+GROUP_SIZE = 1024
+
 
 @dataclass(frozen=True)
 class EvalItem:
@@ -41,8 +43,18 @@ def greedy_correct(engine: Engine, items: Sequence[EvalItem]) -> list[bool]:
         )
         for prompt, item in zip(prompts, items, strict=True)
     ]
-    scores = engine.score([requests], temperature=1.0, top_k=1)[0]
-    return [any(s.greedy_ok for s in request_scores) for request_scores in scores]
+    # Sorted by prompt tokens, questions of one template sit together; scored in groups, each
+    # shares its common prompt prefix (e.g. "Q: Which country is") across its rows.
+    order = sorted(range(len(requests)), key=lambda i: requests[i].prompt)
+    groups = [order[i : i + GROUP_SIZE] for i in range(0, len(order), GROUP_SIZE)]
+    scores = engine.score(
+        [[requests[i] for i in group] for group in groups], temperature=1.0, top_k=1
+    )
+    correct = [False] * len(requests)
+    for group, group_scores in zip(groups, scores, strict=True):
+        for i, request_scores in zip(group, group_scores, strict=True):
+            correct[i] = any(s.greedy_ok for s in request_scores)
+    return correct
 
 
 def measure(engine: Engine, items: Sequence[EvalItem]) -> dict[str, float]:
