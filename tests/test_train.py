@@ -134,3 +134,19 @@ def test_lora_target_modules_the_model_lacks(planted, planted_model_dir, tmp_pat
 def test_bad_settings_are_clear_errors(field, value, message):
     with pytest.raises(KnowshiftError, match=message):
         TrainConfig(**{field: value}).validate()
+
+
+def test_records_time_training_and_measurement_apart(planted, planted_model_dir, tmp_path):
+    pairs, items = _pairs_and_items(planted)
+    result = train(
+        _fresh(planted_model_dir),
+        pairs,
+        items,
+        TrainConfig(epochs=3, precision="fp32"),
+        tmp_path / "t",
+    )
+    for record in result.records:
+        assert record.train_seconds > 0 and record.measure_seconds > 0
+    # Every epoch trains on the same data: no epoch's training time may be a sliver of another's.
+    times = [r.train_seconds for r in result.records]
+    assert max(times) < 5 * min(times), times

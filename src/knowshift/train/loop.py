@@ -95,6 +95,7 @@ def train(
         generator.manual_seed(config.seed * 1_000_003 + epoch)  # the same order on a resumed run
         model.train()
         losses, started = [], time.perf_counter()
+        measuring.seconds_in_epoch(reset=True)  # count only this epoch's mid-epoch measurements
         bar = tqdm(
             loader,
             desc=f"epoch {epoch}/{config.epochs}",
@@ -125,7 +126,7 @@ def train(
                     out_dir,
                     on_record,
                 )
-        train_seconds = time.perf_counter() - started - measuring.seconds_in_epoch(reset=True)
+        train_seconds = time.perf_counter() - started - measuring.seconds_in_epoch(reset=False)
         record = _keep(
             measuring.record(epoch, step, losses, train_seconds), records, out_dir, on_record
         )
