@@ -95,3 +95,27 @@ def test_cli_probe_on_smollm2(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ALL" in done.stdout and "HighlyKnown" in done.stdout
     assert (tmp_path / "r.parquet").stat().st_size > 0
+
+
+def test_chain_probe_build_lora_train_eval_on_smollm2(tmp_path, capsys):
+    """The short full chain on the embedded model: probe -> build -> train (LoRA, 2 epochs) -> eval."""
+    from knowshift.cli import main
+
+    workspace = ["--workspace", str(tmp_path / "ws")]
+    relations = ["--relations", "country_capital", "country_currency"]
+    assert main(["probe", *workspace, *relations, "--split", "train", "--limit", "60"]) == 0
+    assert main(["probe", *workspace, *relations, "--split", "test", "--limit", "20"]) == 0
+    build = ["build", *workspace, *relations, "--recipe", "unknown-ratio", "--frac-unknown", "0.5",
+             "--size", "16", "--out", str(tmp_path / "set")]  # fmt: skip
+    assert main(build) == 0
+    train = ["train", *workspace, "--data", str(tmp_path / "set"), "--out", str(tmp_path / "run"),
+             "--method", "lora", "--epochs", "2", "--n-dev", "10", "--n-test", "20"]  # fmt: skip
+    assert main(train) == 0
+    out = capsys.readouterr().out
+    assert "EARLY_STOP" in out and "train/Unknown" in out
+    adapter = tmp_path / "run" / "checkpoints" / "last"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    evaluate = ["eval", *workspace, *relations, "--adapter", str(adapter), "--limit", "20",
+                "--train-relations", "country_capital", "country_currency", "--out", str(tmp_path / "p.parquet")]  # fmt: skip
+    assert main(evaluate) == 0
+    assert "category: HighlyKnown" in capsys.readouterr().out
