@@ -150,3 +150,12 @@ def test_records_time_training_and_measurement_apart(planted, planted_model_dir,
     # Every epoch trains on the same data: no epoch's training time may be a sliver of another's.
     times = [r.train_seconds for r in result.records]
     assert max(times) < 5 * min(times), times
+
+
+def test_runs_with_other_precisions_in_one_process(planted, planted_model_dir, tmp_path):
+    """A study trains many runs in one process; accelerate's global state must not leak."""
+    pairs, items = _pairs_and_items(planted)
+    for index, precision in enumerate(["fp32", "bf16", "fp32"]):
+        config = TrainConfig(epochs=1, precision=precision, grad_accum=1 + index)
+        result = train(_fresh(planted_model_dir), pairs, items, config, tmp_path / f"r{index}")
+        assert len(result.records) == 1

@@ -80,6 +80,7 @@ def train(
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    _fresh_accelerator_state()
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config, loaded.device), gradient_accumulation_steps=config.grad_accum,
         cpu=loaded.device.type == "cpu",
@@ -208,6 +209,16 @@ class _Measurer:
             if k in ("train/Known", "train/Unknown", DEV_GROUP)
         }
         return EpochRecord(epoch, step, loss, accuracy, train_seconds, seconds)
+
+
+def _fresh_accelerator_state() -> None:
+    """accelerate keeps its settings in process-wide singletons; a study trains many runs in one
+    process, with other precisions and accumulation steps, so each run starts them afresh. The
+    distributed state (PartialState, set up by `accelerate launch`) is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def _seed_everything(seed: int) -> None:
