@@ -126,10 +126,15 @@ def train(
                     records,
                     out_dir,
                     on_record,
+                    accelerator.is_main_process,
                 )
         train_seconds = time.perf_counter() - started - measuring.seconds_in_epoch(reset=False)
         record = _keep(
-            measuring.record(epoch, step, losses, train_seconds), records, out_dir, on_record
+            measuring.record(epoch, step, losses, train_seconds),
+            records,
+            out_dir,
+            on_record,
+            accelerator.is_main_process,
         )
         # 4. Store: resume state and checkpoints.
         if record.accuracy.get(DEV_GROUP, -1.0) > best_dev:
@@ -152,9 +157,13 @@ def train(
     return TrainResult(tuple(records), early, out_dir)
 
 
-def _keep(record: EpochRecord, records: list, out_dir: Path, on_record) -> EpochRecord:
-    """Remember a measurement, append it to metrics.jsonl (flushed), and report it."""
+def _keep(
+    record: EpochRecord, records: list, out_dir: Path, on_record, main: bool = True
+) -> EpochRecord:
+    """Remember a measurement; the main process appends it to metrics.jsonl and reports it."""
     records.append(record)
+    if not main:
+        return record
     with (out_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record.__dict__) + "\n")
         handle.flush()
@@ -279,7 +288,11 @@ def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
 
 
 def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) -> None:
-    """Weights as safetensors (the adapter alone for LoRA), written aside then renamed."""
+    """Weights as safetensors (the adapter alone for LoRA), written aside then renamed, by the
+    main process while the others wait."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
@@ -292,18 +305,24 @@ def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) ->
 def _save_state(accelerator, out_dir: Path, epoch: int) -> None:
     """Optimizer, schedule and RNG state for resuming, then the epoch it belongs to."""
     tmp = out_dir / ".state.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
-    shutil.rmtree(out_dir / "state", ignore_errors=True)
-    os.replace(tmp, out_dir / "state")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)  # every process takes part
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        shutil.rmtree(out_dir / "state", ignore_errors=True)
+        os.replace(tmp, out_dir / "state")
+    accelerator.wait_for_everyone()
 
 
 def _resume(out_dir: Path, accelerator) -> tuple[list[EpochRecord], int]:
     """Records of completed epochs and the epoch to start from (1 for a fresh run)."""
     state = out_dir / "state"
     if not (state / "epoch.json").is_file():
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if accelerator.is_main_process:
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         return [], 1
     done = json.loads((state / "epoch.json").read_text())["epoch"]
     accelerator.load_state(str(state))
@@ -313,5 +332,8 @@ def _resume(out_dir: Path, accelerator) -> tuple[list[EpochRecord], int]:
         if record.epoch <= done:
             records.append(record)
     # Drop lines of an epoch that was measured but whose state was not saved.
-    (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in records))
+    if accelerator.is_main_process:
+        (out_dir / "metrics.jsonl").write_text(
+            "".join(json.dumps(r.__dict__) + "\n" for r in records)
+        )
     return records, done + 1
