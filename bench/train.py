@@ -8,7 +8,7 @@ bf16 autocast where `auto` picks it, 1 epoch):
   3. the per-epoch measurement (fitted train examples, dev, test) against the epoch's training
      time on the demo-sized setting (target <= 30%).
 
-    python bench/train.py [--n-examples 256] [--n-eval 600]
+    python bench/train.py [--n-examples 256] [--n-eval N]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from knowshift.train.config import TrainConfig
 from knowshift.train.data import tokenize_pairs
 from knowshift.train.loop import train
 from knowshift.train.measure import EvalItem, measure
+from knowshift.train.run import heldout_sizes
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from probe import matmul_ceiling  # noqa: E402  (bench/probe.py)
@@ -97,7 +98,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--n-examples", type=int, default=256)
     parser.add_argument(
-        "--n-eval", type=int, default=600, help="dev + test facts measured per epoch"
+        "--n-eval", type=int, help="held-out facts measured per epoch (default: as knowshift train)"
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="auto")
@@ -108,7 +109,8 @@ def main() -> int:
     transformers.utils.logging.set_verbosity_error()
     facts = load_facts("geo")
     pairs = qa_pairs(select_facts(facts, split="train", limit=args.n_examples))
-    eval_facts = select_facts(facts, split="test", limit=args.n_eval)
+    n_eval = args.n_eval if args.n_eval is not None else sum(heldout_sizes(len(pairs)))
+    eval_facts = select_facts(facts, split="test", limit=n_eval)
     ceiling = matmul_ceiling(torch.bfloat16)
     print(f"{len(pairs)} training pairs, batch {args.batch_size}, precision {args.precision}; "
           f"bf16 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s", flush=True)  # fmt: skip

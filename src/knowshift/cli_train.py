@@ -48,8 +48,16 @@ def add_commands(commands) -> None:
         "--lora-target-modules", nargs="+", default=["down_proj", "gate_proj", "up_proj"]
     )
     train.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling")
-    train.add_argument("--n-dev", type=int, default=200, help="dev facts measured per epoch")
-    train.add_argument("--n-test", type=int, default=500, help="test facts measured per epoch")
+    train.add_argument(
+        "--n-dev",
+        type=int,
+        help="dev facts measured per epoch (default: scales with the set, <= 200)",
+    )
+    train.add_argument(
+        "--n-test",
+        type=int,
+        help="test facts measured per epoch (default: scales with the set, <= 500)",
+    )
     train.add_argument("--device", default="auto")
     train.add_argument("--workspace", default=str(default_workspace()))
     train.set_defaults(handler=_train)

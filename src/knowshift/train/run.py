@@ -22,6 +22,12 @@ from knowshift.train.items import example_items, heldout_items
 from knowshift.train.loop import EpochRecord, TrainResult, train
 
 
+def heldout_sizes(n_examples: int) -> tuple[int, int]:
+    """Default dev and test facts measured per epoch for a set of `n_examples`: enough for a
+    usable estimate, few enough that measuring costs about a quarter of an epoch's training."""
+    return max(20, min(200, n_examples // 2)), max(50, min(500, 3 * n_examples // 2))
+
+
 def run_id_of(config: dict) -> str:
     """The run's id: a hash of its resolved configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
@@ -36,11 +42,16 @@ def run_training(
     *,
     adapter: str | None = None,
     facts_spec: str | None = None,
-    n_dev: int | None = 200,
-    n_test: int | None = 500,
+    n_dev: int | None = None,
+    n_test: int | None = None,
     device: str = "auto",
 ) -> tuple[str, TrainResult]:
-    """Fine-tune `model` on the set in `data_dir`, measuring after every epoch."""
+    """Fine-tune `model` on the set in `data_dir`, measuring after every epoch.
+
+    `n_dev` / `n_test` held-out facts are measured per epoch; by default they scale with the
+    set (dev min(200, n/2), test min(500, 1.5 n)) so measuring costs about a quarter of an
+    epoch's training; pass larger numbers for tighter estimates.
+    """
     from knowshift.facts import load_facts
     from knowshift.mixtures import read_training_set
     from knowshift.models import load_model
@@ -56,6 +67,10 @@ def run_training(
     }
     template = manifest.spec.get("template", "plain")
     train_relations = {e.relation for e in training_set.examples}
+    n_examples = len(training_set.examples)
+    default_dev, default_test = heldout_sizes(n_examples)
+    n_dev = n_dev if n_dev is not None else default_dev
+    n_test = n_test if n_test is not None else default_test
     items = example_items(training_set.examples)
     items += heldout_items(facts, categories, train_relations, template, n_dev, n_test)
     # 2. The run's identity and folder.
