@@ -86,7 +86,7 @@ def train(
         cpu=loaded.device.type == "cpu",
     )  # fmt: skip
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    measuring = _Measurer(loaded, accelerator, eval_items)
+    measuring = _Measurer(loaded, accelerator, model, eval_items)
     # 2. Resume an interrupted run of this folder.
     records, first_epoch = _resume(out_dir, accelerator)
     best_dev = max((r.accuracy.get(DEV_GROUP, -1.0) for r in records), default=-1.0)
@@ -176,8 +176,9 @@ def _keep(
 class _Measurer:
     """Runs the per-epoch measurement on the live model and remembers the latest figures."""
 
-    def __init__(self, loaded: LoadedModel, accelerator, eval_items: Sequence[EvalItem]):
+    def __init__(self, loaded: LoadedModel, accelerator, model, eval_items: Sequence[EvalItem]):
         self.loaded, self.accelerator, self.items = loaded, accelerator, eval_items
+        self.model = accelerator.unwrap_model(model)  # the live model being trained
         self.engine = None
         self.latest: dict[str, str] = {}
         self._seconds = 0.0  # measurement time since the epoch began
@@ -193,7 +194,7 @@ class _Measurer:
     ) -> EpochRecord:
         from knowshift.probe.engine import Engine
 
-        model = self.accelerator.unwrap_model(self.accelerator._models[0])
+        model = self.model
         live = LoadedModel(
             self.loaded.name,
             model,
