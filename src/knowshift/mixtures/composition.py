@@ -14,6 +14,7 @@ from knowshift.mixtures.pool import (
     apportion,
     by_relation,
     by_relation_category,
+    draw_by_relation,
     eligible_facts,
     make_example,
     relation_sizes,
@@ -45,13 +46,9 @@ def unknown_ratio(
     n_known = {r: sizes[r] - n_unknown[r] for r in sizes}
     require(n_unknown, _lengths(unknown), "Unknown facts", ["size", "frac_unknown"])
     require(n_known, _lengths(known), "Known facts", ["size"])
-    examples = []
-    for relation in table:
-        # The draw order ignores frac_unknown, so a lower share takes a prefix of a higher one.
-        for group, pool, n in (("unknown", unknown, n_unknown), ("known", known, n_known)):
-            drawn = shuffled(pool[relation], f"{seed}:unknown-ratio:{relation}:{group}")
-            examples += [make_example(f, results[f.id], spec) for f in drawn[: n[relation]]]
-    return examples
+    # The draw order ignores frac_unknown, so a lower share takes a prefix of a higher one.
+    groups = (("unknown", unknown, n_unknown), ("known", known, n_known))
+    return draw_by_relation(table, groups, results, spec, f"{seed}:unknown-ratio")
 
 
 def known_only(

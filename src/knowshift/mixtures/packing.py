@@ -12,6 +12,7 @@ from knowshift.mixtures.pool import (
     apportion,
     by_relation_category,
     counts_text,
+    draw_by_relation,
     eligible_facts,
     make_example,
     relation_sizes,
@@ -123,12 +124,8 @@ def entity_bias(
     )
     require(n_other, {r: len(fs) for r, fs in other.items()}, "facts with other answers",
             ["size", "+frac_biased"])  # fmt: skip
-    examples = []
-    for relation in table:
-        for group, pool, n in (("biased", biased, n_biased), ("other", other, n_other)):
-            drawn = shuffled(pool[relation], f"{seed}:entity-bias:{relation}:{group}")
-            examples += [make_example(f, results[f.id], spec) for f in drawn[: n[relation]]]
-    return examples
+    groups = (("biased", biased, n_biased), ("other", other, n_other))
+    return draw_by_relation(table, groups, results, spec, f"{seed}:entity-bias")
 
 
 def top_objects(pool: Sequence[Fact], n_objects: int, key: str) -> set[str]:

@@ -181,6 +181,25 @@ def counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{key} {n}" for key, n in counts.items())
 
 
+def draw_by_relation(
+    relations: Iterable[str],
+    groups: Sequence[tuple[str, Mapping[str, list[Fact]], Mapping[str, int]]],
+    results: Mapping[str, ProbeResult],
+    spec: BaseSpec,
+    key: str,
+) -> list[Example]:
+    """Per relation and per (name, pool, counts) group, the first counts[relation] facts of the
+    pool in the seeded order of f"{key}:{relation}:{name}", as examples.
+
+    The order ignores the counts, so a smaller draw is a prefix of a larger one."""
+    examples = []
+    for relation in relations:
+        for name, pool, counts in groups:
+            drawn = shuffled(pool[relation], f"{key}:{relation}:{name}")
+            examples += [make_example(f, results[f.id], spec) for f in drawn[: counts[relation]]]
+    return examples
+
+
 def require(
     needed: Mapping[str, int], available: Mapping[str, int], what: str, lower: Sequence[str]
 ) -> None:

@@ -11,6 +11,7 @@ fitted and the accuracy of every evaluation group, write the metrics line, and s
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -81,6 +82,8 @@ def train(
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     _fresh_accelerator_state()
+    # accelerate warns at every save that tied embeddings are stored once: expected, not news.
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config, loaded.device), gradient_accumulation_steps=config.grad_accum,
         cpu=loaded.device.type == "cpu",
