@@ -25,6 +25,7 @@ import torch
 from knowshift.facts import exact_match, load_facts
 from knowshift.facts.select import select_facts
 from knowshift.models import load_model
+from knowshift.models.loader import quiet_transformers
 from knowshift.probe.engine import Engine
 from knowshift.probe.estimators import ProbeConfig
 from knowshift.probe.prompts import exemplar_sets, few_shot_prompt, prompt_format
@@ -120,9 +121,7 @@ def main() -> int:
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
 
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
+    quiet_transformers()
     loaded = load_model(args.model, dtype=args.dtype)
     facts = load_facts("geo")
     targets = select_facts(facts, split="test", limit=args.n_facts)

@@ -23,6 +23,7 @@ import torch
 from knowshift.facts import load_facts
 from knowshift.facts.select import select_facts
 from knowshift.models import load_model
+from knowshift.models.loader import quiet_transformers
 from knowshift.probe.engine import Engine
 from knowshift.train.config import TrainConfig
 from knowshift.train.data import tokenize_pairs
@@ -104,9 +105,7 @@ def main() -> int:
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
 
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
+    quiet_transformers()
     facts = load_facts("geo")
     pairs = qa_pairs(select_facts(facts, split="train", limit=args.n_examples))
     n_eval = args.n_eval if args.n_eval is not None else sum(heldout_sizes(len(pairs)))

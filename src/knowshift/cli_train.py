@@ -155,7 +155,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     quiet_transformers()
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
-    base = args.base_model or (args.model if args.adapter else None) or args.model
+    base = args.base_model or args.model
     with Store.for_workspace(args.workspace) as store:
         key, _ = settings_key(
             ProbeConfig.for_estimator(args.estimator),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -23,6 +22,7 @@ from knowshift.probe.estimators import ESTIMATORS, Block, ProbeConfig, run_block
 from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets, prompt_format
 from knowshift.store import Store
 from knowshift.types import CATEGORIES, Fact, FactSet, ProbeResult
+from knowshift.versions import environment_versions
 
 ENGINE_VERSION = 1  # bump when a change alters results, so stale cached results are not reused
 BLOCK_FACTS = {"exact": 128, "sampling": 16, "greedy": 64, "mastery": 16}
@@ -140,16 +140,8 @@ def probe(
 
 
 def _versions(loaded: LoadedModel) -> dict[str, str]:
-    import torch
-    import transformers
-
-    import knowshift
-
     return {
-        "knowshift": knowshift.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+        **environment_versions(),
         "device": str(loaded.device),
         "dtype": str(loaded.dtype),
         "model": loaded.name,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -103,14 +102,10 @@ def _claim_folder(out_dir: Path, run_id: str, resolved: dict) -> None:
                 "pick a new --out folder or delete that one"
             )
         return
-    import torch
-    import transformers
-
-    import knowshift
+    from knowshift.versions import environment_versions
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    versions = {"knowshift": knowshift.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__, "python": platform.python_version()}  # fmt: skip
+    versions = environment_versions()
     info.write_text(
         json.dumps({"run_id": run_id, "config": resolved, "versions": versions}, indent=2)
     )
