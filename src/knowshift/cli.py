@@ -90,9 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     _build_args(commands.add_parser("build", help="a fine-tuning set of controlled composition"))
-    from knowshift.cli_train import add_commands
+    from knowshift import cli_analyze, cli_restore, cli_train
 
-    add_commands(commands)
+    cli_train.add_commands(commands)
+    cli_analyze.add_commands(commands)
+    cli_restore.add_commands(commands)
     return parser
 
 

@@ -42,11 +42,6 @@ class Prediction:
     in_distribution: bool
 
 
-def qa_prompt(question: str) -> str:
-    """The closed-book prompt, the same the fine-tuning sets use."""
-    return f"Q: {question}\nA:"
-
-
 def predict(
     loaded: LoadedModel,
     facts: Sequence[Fact],
@@ -54,8 +49,13 @@ def predict(
     train_relations: set[str] | None = None,
     max_new_tokens: int = 16,
     engine: Engine | None = None,
+    template: str = "plain",
 ) -> list[Prediction]:
-    """Greedy closed-book answers for `facts`, batched per relation (shared template prefix)."""
+    """Greedy closed-book answers for `facts`, batched per relation (shared template prefix).
+
+    `template` is the fine-tuning set's prompt format (see `knowshift.mixtures.format_example`)."""
+    from knowshift.mixtures import format_example
+
     engine = engine or Engine(loaded)
     categories = categories or {}
     by_relation: dict[str, list[Fact]] = defaultdict(list)
@@ -64,7 +64,9 @@ def predict(
     relations = sorted(by_relation)
     groups = [
         [
-            SampleRequest(tuple(engine.tokenizer(qa_prompt(f.question)).input_ids), 0)
+            SampleRequest(
+                tuple(engine.tokenizer(format_example(f.question, "", template)[0]).input_ids), 0
+            )
             for f in by_relation[r]
         ]
         for r in relations

@@ -102,6 +102,45 @@ def load_model(
     return LoadedModel(name_or_path, model, tokenizer, fingerprint, torch_device, torch_dtype)
 
 
+def model_directory(name_or_path: str) -> Path:
+    """The local folder holding a model's config.json and *.safetensors weights, for code that
+    reads the weight files themselves (e.g. parameter restoration).
+
+    `name_or_path` is an embedded name (converted on first use), a local model directory, or a
+    Hugging Face id already in the local cache (nothing is downloaded).
+    """
+    if name_or_path in EMBEDDED_MODELS:
+        return Path(_converted_gguf(EMBEDDED_MODELS[name_or_path])[0])
+    path = Path(name_or_path).expanduser()
+    hub_like = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if not path.exists() and hub_like:
+        path = _cached_hub_snapshot(name_or_path)
+    if not path.exists():
+        raise KnowshiftError(
+            f"unknown model {name_or_path!r}: not an embedded name ({', '.join(EMBEDDED_MODELS)}), "
+            "not an existing directory, not a Hugging Face id (org/name)"
+        )
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        raise KnowshiftError(
+            f"{path} is not a model directory with safetensors weights (needs config.json and "
+            "*.safetensors); give a directory saved with save_pretrained(safe_serialization=True)"
+        )
+    return path
+
+
+def _cached_hub_snapshot(model_id: str) -> Path:
+    """The folder of a hub model in the local Hugging Face cache; never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception as error:  # hub errors come in many types; all mean "not cached here"
+        raise KnowshiftError(
+            f"model {model_id!r} is not in the local Hugging Face cache ({type(error).__name__}); "
+            f"run `hf download {model_id}` where the hub is reachable, or pass a local directory"
+        ) from None
+
+
 def _model_directory(name_or_path: str) -> tuple[str, str]:
     """Where to load from, and the base model's fingerprint."""
     if name_or_path in EMBEDDED_MODELS:

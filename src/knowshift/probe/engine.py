@@ -104,6 +104,21 @@ class Engine:
             results.append(scores)
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def next_token_logits(self, prompts: Sequence[tuple[int, ...]]) -> torch.Tensor:
+        """The output-layer logits (float32, on the CPU) of the token after each prompt: a
+        [len(prompts), vocab] tensor. Prompts sharing a prefix (one template) share its pass."""
+        out = torch.empty(len(prompts), self.vocab_size)
+        prefix_len, prefix_cache = self._shared_prefix(prompts)
+        for batch in self._batches([len(p) - prefix_len for p in prompts]):
+            mask, positions, input_ids = self._pack(
+                [prompts[i][prefix_len:] for i in batch], prefix_len
+            )
+            cache = self._batch_cache(prefix_cache, len(batch))
+            logits = self._logits(self._hidden(input_ids, mask, positions, cache)[:, -1])
+            out[batch] = logits[:, : self.vocab_size].cpu()
+        return out
+
     def _score_batch(self, requests, prefix_len, prefix_cache, temperature, top_k):
         rows = [_branch_row(r.prompt[prefix_len:], r.continuations) for r in requests]
         width = max(len(tokens) for tokens, _, _ in rows)

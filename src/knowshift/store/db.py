@@ -7,6 +7,7 @@ committed batch. Every batch is one transaction, so a kill never leaves half a b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -36,6 +37,15 @@ CREATE TABLE IF NOT EXISTS train_records (
 CREATE TABLE IF NOT EXISTS train_runs (
     run_id TEXT PRIMARY KEY,
     config TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS analyses (
+    analysis_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    params TEXT NOT NULL,
+    result TEXT NOT NULL,
+    versions TEXT NOT NULL,
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS probe_results (
@@ -144,11 +154,62 @@ class Store:
         return [(key, json.loads(text)) for key, text in rows]
 
     def register_run(self, run_id: str, config: dict) -> None:
-        """Record a training run's resolved configuration (idempotent)."""
+        """Record a training run's resolved configuration (a rerun refreshes it)."""
         self.connection.execute(
-            "INSERT INTO train_runs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO train_runs VALUES (?, ?, ?)"
+            " ON CONFLICT (run_id) DO UPDATE SET config = excluded.config",
             (run_id, json.dumps(config, sort_keys=True), time.time()),
         )
+
+    def run_config(self, run_id: str) -> dict | None:
+        """A run's stored configuration, or None when the run is not in this database."""
+        row = self.connection.execute(
+            "SELECT config FROM train_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def run_ids(self) -> list[str]:
+        """Every run in the database, oldest first."""
+        rows = self.connection.execute("SELECT run_id FROM train_runs ORDER BY created_at")
+        return [row[0] for row in rows]
+
+    def put_analysis(self, kind: str, subject: str, params: dict, result: dict) -> str:
+        """Store one analysis result; the same kind, subject and parameters replace the earlier
+        one. Returns the analysis id (a hash of kind, subject and parameters)."""
+        from knowshift.versions import environment_versions
+
+        key = json.dumps([kind, subject, params], sort_keys=True)
+        analysis_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.connection.execute(
+            "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                analysis_id,
+                kind,
+                subject,
+                json.dumps(params, sort_keys=True),
+                json.dumps(result, sort_keys=True),
+                json.dumps(environment_versions()),
+                time.time(),
+            ),
+        )
+        return analysis_id
+
+    def analyses(self, kind: str | None = None, subject: str | None = None) -> list[dict]:
+        """Stored analyses (newest last), optionally of one kind and/or subject."""
+        query = (
+            "SELECT analysis_id, kind, subject, params, result, created_at FROM analyses WHERE 1=1"
+        )
+        args: list[str] = []
+        if kind:
+            query, args = query + " AND kind = ?", [*args, kind]
+        if subject:
+            query, args = query + " AND subject = ?", [*args, subject]
+        rows = self.connection.execute(query + " ORDER BY created_at", args)
+        return [
+            {"analysis_id": a, "kind": k, "subject": s, "params": json.loads(p),
+             "result": json.loads(r), "created_at": t}
+            for a, k, s, p, r, t in rows
+        ]  # fmt: skip
 
     def put_train_record(
         self, run_id: str, epoch: float, step: int, loss: float, accuracy: dict

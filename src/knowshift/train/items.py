@@ -8,7 +8,7 @@ from knowshift.facts.normalize import surface_aliases
 from knowshift.facts.select import select_facts
 from knowshift.mixtures import format_example
 from knowshift.train.measure import EvalItem
-from knowshift.types import Category, Example, FactSet
+from knowshift.types import Category, Example, Fact, FactSet
 
 DEV, TEST = "dev", "test"
 
@@ -48,26 +48,21 @@ def heldout_items(
     items = []
     dev_facts = select_facts(facts, sorted(train_relations), split=DEV, limit=n_dev)
     for fact in dev_facts:
-        prompt, completion = format_example(fact.question, fact.answer, template)
-        items.append(
-            EvalItem(fact.id, prompt, _continuations(fact.answers, completion, fact.answer), (DEV,))
-        )
+        items.append(fact_item(fact, template, (DEV,)))
     for fact in select_facts(facts, split=TEST, limit=n_test):
-        prompt, completion = format_example(fact.question, fact.answer, template)
         where = "in" if fact.relation in train_relations else "out"
         category = categories.get(fact.id)
         groups = [TEST, f"{TEST}/{where}"]
         if category is not None:
             groups += [f"{TEST}/{category.value}", f"{TEST}/{where}/{category.value}"]
-        items.append(
-            EvalItem(
-                fact.id,
-                prompt,
-                _continuations(fact.answers, completion, fact.answer),
-                tuple(groups),
-            )
-        )
+        items.append(fact_item(fact, template, tuple(groups)))
     return items
+
+
+def fact_item(fact: Fact, template: str, groups: tuple[str, ...]) -> EvalItem:
+    """A fact's question in the set's prompt format; any alias of its answer counts."""
+    prompt, completion = format_example(fact.question, fact.answer, template)
+    return EvalItem(fact.id, prompt, _continuations(fact.answers, completion, fact.answer), groups)
 
 
 def _continuations(answers: Sequence[str], completion: str, answer: str) -> tuple[str, ...]:

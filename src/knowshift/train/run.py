@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,8 +80,15 @@ def run_training(
     }  # fmt: skip
     run_id = run_id_of(resolved)
     out_dir = Path(out_dir)
-    _claim_folder(out_dir, run_id, resolved)
-    store.register_run(run_id, resolved)
+    _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve())
+    # Beside the identity: what analyses need later (group sizes turn fitted shares into counts).
+    group_sizes = Counter(group for item in items for group in item.groups)
+    store.register_run(
+        run_id,
+        {**resolved, "group_sizes": dict(sorted(group_sizes.items())), "out_dir": str(out_dir.resolve()),
+         "data_dir": str(Path(data_dir).resolve()), "probe_params_key": manifest.params_key,
+         "template": template, "train_relations": sorted(train_relations)},
+    )  # fmt: skip
     # 3. Train (in float32 weights; `precision` sets the autocast), recording as it goes.
     loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
     pairs = [(e.prompt, e.completion) for e in training_set.examples]
@@ -91,7 +99,7 @@ def run_training(
     return run_id, train(loaded, pairs, items, config, out_dir, on_record=record)
 
 
-def _claim_folder(out_dir: Path, run_id: str, resolved: dict) -> None:
+def _claim_folder(out_dir: Path, run_id: str, resolved: dict, data_dir: Path) -> None:
     """Write the run's config to its folder; refuse a folder that holds another run."""
     info = out_dir / "run.json"
     if info.is_file():
@@ -107,5 +115,8 @@ def _claim_folder(out_dir: Path, run_id: str, resolved: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     versions = environment_versions()
     info.write_text(
-        json.dumps({"run_id": run_id, "config": resolved, "versions": versions}, indent=2)
+        json.dumps(
+            {"run_id": run_id, "config": resolved, "data_dir": str(data_dir), "versions": versions},
+            indent=2,
+        )
     )
