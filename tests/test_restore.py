@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -249,6 +250,31 @@ def test_concentration_curve_matches_brute_force(base_dir, tuned_dir):
         exact = float(cumulative[n_of(fraction, len(change)) - 1] / cumulative[-1])
         assert share == pytest.approx(exact, abs=2e-3), fraction
         assert stats.share_of_top(fraction) == pytest.approx(share)
+
+
+def test_base_zeros_are_counted_and_left_out_of_the_second_curve(base_dir, tuned_dir, tmp_path):
+    """A de-quantised base has exact zeros whose r = |d| / 1e-8 swamps the sum; the second
+    curve is the brute-force one over the other weights."""
+    base = load_file(base_dir / "model.safetensors")
+    name = "model.layers.0.mlp.down_proj.weight"
+    base[name].view(-1)[:100] = 0.0  # 100 zero weights, all changed by the tuned model
+    zeroed = tmp_path / "zeroed"
+    zeroed.mkdir()
+    save_file(base, zeroed / "model.safetensors", metadata={"format": "pt"})
+    for extra in base_dir.iterdir():
+        if extra.name != "model.safetensors":
+            shutil.copy(extra, zeroed / extra.name)
+    _, base_t, _, change = _brute_force(zeroed, tuned_dir)
+    nonzero_base = torch.cat(
+        [(base_t[n] != 0).reshape(-1) for n in sorted(n for n in base_t if _is_layer_weight(n))]
+    )
+    stats = delta_stats(zeroed, tuned_dir)
+    assert stats.n_zero_base == 100
+    assert stats.share_of_top(100 / stats.n_scalars) > 0.99  # r ~ 1e5 each: nearly all the sum
+    kept = torch.sort(change[nonzero_base].double(), descending=True).values.cumsum(0)
+    for fraction, share in stats.concentration_nonzero_base:
+        exact = float(kept[n_of(fraction, len(kept)) - 1] / kept[-1])
+        assert share == pytest.approx(exact, abs=2e-3), fraction
 
 
 def test_histogram_bins_order_exactly_as_the_values():

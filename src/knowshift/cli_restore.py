@@ -82,8 +82,9 @@ def tuned_directory(pair) -> Path:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from knowshift.analysis.deltas import delta_stats
     from knowshift.analysis.pair import resolve_pair
-    from knowshift.analysis.restore import format_report, restore_model
+    from knowshift.analysis.restore import format_concentration, format_report, restore_model
     from knowshift.models.loader import model_directory
 
     _check_choice("mode", args.mode, MODES)
@@ -93,8 +94,11 @@ def _restore(args: argparse.Namespace) -> int:
             f"--fraction {args.fraction}: give a share in (0, 1], e.g. 0.2 for 20%"
         )
     pair = resolve_pair(base=args.base, tuned=args.tuned, checkpoint=args.checkpoint)
-    report = restore_model(model_directory(pair.base), tuned_directory(pair), args.out,
-                           args.fraction, args.mode, args.region, args.seed)  # fmt: skip
+    base_dir, tuned_dir = model_directory(pair.base), tuned_directory(pair)
+    stats = delta_stats(base_dir, tuned_dir, args.region)
+    report = restore_model(base_dir, tuned_dir, args.out, args.fraction, args.mode, args.region,
+                           args.seed, stats=stats)  # fmt: skip
+    print(format_concentration(stats))
     print(format_report(report))
     print(f"wrote {args.out}; load it like any model (--model {args.out})", file=sys.stderr)
     from knowshift.cli_analyze import store_result
@@ -106,7 +110,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from knowshift.analysis.restore import format_sweep, restore_sweep
+    from knowshift.analysis.deltas import delta_stats
+    from knowshift.analysis.restore import format_concentration, format_sweep, restore_sweep
     from knowshift.cli_analyze import common_params, resolve, store_result
     from knowshift.models.loader import model_directory, quiet_transformers
 
@@ -120,18 +125,17 @@ def _sweep(args: argparse.Namespace) -> int:
     quiet_transformers()
     evaluate = _qa_metrics(targets, categories, pair)
     points = [(k / 100, mode) for mode in args.modes for k in sorted(args.percents)]
-    result = restore_sweep(model_directory(pair.base), tuned_directory(pair), points, evaluate,
-                           region=args.region, seed=args.seed, device=args.device)  # fmt: skip
+    base_dir, tuned_dir = model_directory(pair.base), tuned_directory(pair)
+    stats = delta_stats(base_dir, tuned_dir, args.region)
+    print(format_concentration(stats))
+    result = restore_sweep(base_dir, tuned_dir, points, evaluate, region=args.region, seed=args.seed,
+                           device=args.device, endpoints=True, stats=stats)  # fmt: skip
     print(format_sweep(result))
-    params = {
-        **common_params(args, pair),
-        "percents": sorted(args.percents),
-        "modes": args.modes,
-        "region": args.region,
-    }
-    store_result(
-        args, "restore-sweep", pair.subject, params, {"points": [asdict(p) for p in result]}
-    )
+    params = {**common_params(args, pair), "percents": sorted(args.percents), "modes": args.modes,
+              "region": args.region}  # fmt: skip
+    record = {"points": [asdict(p) for p in result],
+              "stats": {k: v for k, v in asdict(stats).items() if k != "histogram"}}  # fmt: skip
+    store_result(args, "restore-sweep", pair.subject, params, record)
     return 0
 
 

@@ -328,6 +328,10 @@ class DeltaStats:
     n_unchanged: int  # r == 0
     total_change: float  # sum of r
     concentration: tuple[tuple[float, float], ...]  # (top fraction, share of the sum of r)
+    # Weights that are exactly 0 in the base (common in a de-quantised GGUF) get r = |d| / 1e-8
+    # and can swamp the sum of r; the same curve over the other weights shows the shape beneath.
+    n_zero_base: int
+    concentration_nonzero_base: tuple[tuple[float, float], ...]
     histogram: tuple[tuple[int, int, float], ...] = field(repr=False)  # (bin, count, sum of r)
 
     def bin_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -359,18 +363,20 @@ def delta_stats(
 def pair_stats(pair: Pair, fractions: tuple[float, ...] = CONCENTRATION_FRACTIONS) -> DeltaStats:
     counts = torch.zeros(N_BINS, dtype=torch.int64)
     sums = torch.zeros(N_BINS, dtype=torch.float64)
-    for name, _, _, change in stream_changes(pair):
+    zero_counts = torch.zeros(N_BINS, dtype=torch.int64)  # the same, over base weights == 0
+    zero_sums = torch.zeros(N_BINS, dtype=torch.float64)
+    for name, base, _, change in stream_changes(pair):
         bins = histogram_bins(change)
         binned = torch.bincount(bins, weights=change, minlength=N_BINS)  # float32 per tensor
         pair.check_finite(name, math.inf if len(binned) > N_BINS else float(binned[-1]))  # NaN, inf
         counts += torch.bincount(bins, minlength=N_BINS)
         sums += binned
+        zero = base.reshape(-1) == 0
+        if zero.any():
+            zero_counts += torch.bincount(bins[zero], minlength=N_BINS)
+            zero_sums += torch.bincount(bins[zero], weights=change[zero], minlength=N_BINS)
     counts, sums = counts.numpy(), sums.numpy()
-    n_scalars, total = int(counts.sum()), float(sums.sum())
-    curve = tuple(
-        (f, min(1.0, _top_sum(counts, sums, n_of(f, n_scalars)) / total) if total > 0 else 0.0)
-        for f in fractions
-    )
+    n_scalars = int(counts.sum())
     nonzero = np.flatnonzero(counts)
     return DeltaStats(
         base_dir=str(pair.base.directory),
@@ -378,9 +384,22 @@ def pair_stats(pair: Pair, fractions: tuple[float, ...] = CONCENTRATION_FRACTION
         region=pair.region,
         n_scalars=n_scalars,
         n_unchanged=int(counts[0]),
-        total_change=total,
-        concentration=curve,
+        total_change=float(sums.sum()),
+        concentration=_curve(counts, sums, fractions),
+        n_zero_base=int(zero_counts.sum()),
+        concentration_nonzero_base=_curve(
+            counts - zero_counts.numpy(), sums - zero_sums.numpy(), fractions
+        ),
         histogram=tuple((int(b), int(counts[b]), float(sums[b])) for b in nonzero),
+    )
+
+
+def _curve(counts: np.ndarray, sums: np.ndarray, fractions) -> tuple[tuple[float, float], ...]:
+    """(fraction, share of the sum of r in the top fraction of scalars) per fraction."""
+    n, total = int(counts.sum()), float(sums.sum())
+    return tuple(
+        (f, min(1.0, _top_sum(counts, sums, n_of(f, n)) / total) if total > 0 else 0.0)
+        for f in fractions
     )
 
 

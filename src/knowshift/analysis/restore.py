@@ -182,12 +182,14 @@ def restore_sweep(
     device: str = "auto",
     dtype: str = "auto",
     endpoints: bool = False,
+    stats: DeltaStats | None = None,
 ) -> list[SweepPoint]:
     """Evaluate the tuned model restored at each (fraction, mode), loading it once.
 
     `evaluate` gets the LoadedModel with its parameters restored and returns named metrics.
     `endpoints` adds the unrestored tuned model (fraction 0) first and the region fully restored
-    (fraction 1, top) last.
+    (fraction 1, top) last. `stats` (from `delta_stats` of the same pair and region) saves
+    the histogram pass.
     """
     points = [(0.0, "top"), *points, (1.0, "top")] if endpoints else list(points)
     for fraction, mode in points:
@@ -196,7 +198,8 @@ def restore_sweep(
     loaded = _load_tuned(base, tuned, pair.is_lora, device, dtype)
     parameters = _parameters_for(loaded.model, pair)
     needs_stats = any(mode != "random" and fraction > 0 for fraction, mode in points)
-    stats = pair_stats(pair) if needs_stats else None
+    if stats is None and needs_stats:
+        stats = pair_stats(pair)
     results = []
     for fraction, mode in points:
         report = _restore_parameters(parameters, pair, fraction, mode, seed, stats)
@@ -433,6 +436,25 @@ def format_report(report: RestoreReport) -> str:
         )
     by_layer = " ".join(f"{k}:{100 * g.share_of_restored:.1f}" for k, g in report.by_layer.items())
     lines.append(f"  by layer (% of restored): {by_layer}")
+    return "\n".join(lines)
+
+
+def format_concentration(stats: DeltaStats) -> str:
+    """The concentration curve: share of the total relative change in the top k% of scalars,
+    also over the weights that are not exactly 0 in the base (see DeltaStats)."""
+    head = "  ".join(f"{100 * f:>6g}%" for f, _ in stats.concentration)
+    lines = [
+        f"{stats.n_scalars:,} scalars in region {stats.region}; {stats.n_unchanged:,} unchanged; "
+        f"{stats.n_zero_base:,} zero in the base",
+        f"{'top':<26}{head}",
+        f"{'share of the change':<26}"
+        + "  ".join(f"{100 * s:6.1f}%" for _, s in stats.concentration),
+    ]
+    if stats.n_zero_base:
+        lines.append(
+            f"{'  without base zeros':<26}"
+            + "  ".join(f"{100 * s:6.1f}%" for _, s in stats.concentration_nonzero_base)
+        )
     return "\n".join(lines)
 
 
