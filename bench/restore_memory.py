@@ -22,7 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_TUNED = "/work/main/workspace/runs/u50/checkpoints/last"
+# A full fine-tune of smollm2-135m in the dev workspace (knowshift train --out workspace/runs/u50).
+DEFAULT_TUNED = str(Path(__file__).resolve().parents[1] / "workspace/runs/u50/checkpoints/last")
 
 # The child's code: measure the baseline after imports, do the work, print one JSON line.
 CHILD = r"""

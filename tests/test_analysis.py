@@ -171,3 +171,18 @@ def test_token_kl_of_a_model_with_itself_is_zero(planted, planted_model):
     result = token_kl(planted_model, planted_model, planted_facts, selection="planted")
     assert result.mean_kl == pytest.approx(0.0, abs=1e-9)
     assert result.tuned_accuracy == result.base_accuracy > 0.8
+
+
+def test_next_token_logits_equal_a_plain_forward_pass(planted, planted_model):
+    from knowshift.probe.engine import Engine
+
+    tokenizer = planted_model.tokenizer
+    prompts = [
+        tuple(tokenizer(f"Q: {f.question}\nA:").input_ids) for f in planted.by_split("test")[:6]
+    ]
+    prompts.append(prompts[0][:-3])  # a shorter prompt in the same batch
+    logits = Engine(planted_model).next_token_logits(prompts)
+    for prompt, row in zip(prompts, logits, strict=True):
+        with torch.no_grad():
+            expected = planted_model.model(torch.tensor([prompt])).logits[0, -1].float()
+        assert torch.allclose(row, expected, atol=1e-4)

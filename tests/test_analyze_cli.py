@@ -95,6 +95,27 @@ def test_restore_writes_a_loadable_model_and_the_sweep_runs(
     assert len(record["result"]["points"]) >= 2
 
 
+def test_benchmarks_score_base_tuned_and_a_restored_model_side_by_side(
+    run, planted, tmp_path, capsys
+):
+    from test_benchmarks import planted_rows, write_task
+
+    run_dir, workspace, _ = run
+    tasks = write_task(tmp_path / "tasks", "planted_mc", planted_rows(planted))
+    argv = ["analyze", "benchmarks", "--run", str(run_dir), "--workspace", workspace, "--tasks", "planted_mc",
+            "--include-path", str(tasks), "--also", str(run_dir / "checkpoints" / "early_stop")]  # fmt: skip
+    assert main(argv) == 0
+    assert "planted_mc" in capsys.readouterr().out
+    records = _stored(workspace, "benchmarks")
+    assert [r["params"]["role"] for r in records] == [
+        "base",
+        "tuned",
+        f"also:{run_dir / 'checkpoints' / 'early_stop'}",
+    ]
+    base_acc = records[0]["result"]["scores"]["planted_mc"]["acc"]
+    assert base_acc >= 0.9  # the planted model knows its planted facts
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -154,6 +154,8 @@ def _shift(args: argparse.Namespace) -> int:
 
     def progress(role: str, n: int) -> None:
         if role not in bars:
+            for bar in bars.values():  # the previous model is done
+                bar.close()
             bars[role] = tqdm(
                 total=len(targets), desc=f"probe {role}", unit="fact", dynamic_ncols=True
             )

@@ -48,6 +48,14 @@ CREATE TABLE IF NOT EXISTS analyses (
     versions TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS study_runs (
+    study TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (study, run_id)
+);
 CREATE TABLE IF NOT EXISTS probe_results (
     model_fingerprint TEXT NOT NULL,
     params_key TEXT NOT NULL,
@@ -172,6 +180,28 @@ class Store:
         """Every run in the database, oldest first."""
         rows = self.connection.execute("SELECT run_id FROM train_runs ORDER BY created_at")
         return [row[0] for row in rows]
+
+    def put_study_run(self, study: str, run_id: str, variant: dict, status: str) -> None:
+        """Record a study's run: its grid values (dotted key -> value) and its status
+        ("pending", "running", "done" or "failed")."""
+        self.connection.execute(
+            "INSERT INTO study_runs VALUES (?, ?, ?, ?, ?) ON CONFLICT (study, run_id)"
+            " DO UPDATE SET variant = excluded.variant, status = excluded.status,"
+            " updated_at = excluded.updated_at",
+            (study, run_id, json.dumps(variant, sort_keys=True), status, time.time()),
+        )
+
+    def study_runs(self, study: str | None = None) -> list[dict]:
+        """A study's runs (or every study's), in the order they were first recorded."""
+        query = "SELECT study, run_id, variant, status FROM study_runs"
+        rows = self.connection.execute(
+            query + (" WHERE study = ? ORDER BY rowid" if study else " ORDER BY rowid"),
+            (study,) if study else (),
+        )
+        return [
+            {"study": s, "run_id": r, "variant": json.loads(v), "status": st}
+            for s, r, v, st in rows
+        ]
 
     def put_analysis(self, kind: str, subject: str, params: dict, result: dict) -> str:
         """Store one analysis result; the same kind, subject and parameters replace the earlier

@@ -1,0 +1,22 @@
+"""`knowshift report STUDY_DIR` (registered by cli.py): one self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(commands) -> None:
+    """Register `report` on the CLI's sub-command parser."""
+    report = commands.add_parser(
+        "report", help="an HTML report of a study or workspace, from its results database"
+    )
+    report.add_argument("study_dir", metavar="STUDY_DIR", help="the folder that holds knowshift.db")
+    report.add_argument("--out", help="the HTML file to write (default: STUDY_DIR/report.html)")
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from knowshift.report import write_report
+
+    print(f"wrote {write_report(args.study_dir, args.out)}")
+    return 0
