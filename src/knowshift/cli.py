@@ -90,11 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     _build_args(commands.add_parser("build", help="a fine-tuning set of controlled composition"))
-    from knowshift import cli_analyze, cli_restore, cli_train
+    from knowshift import cli_analyze, cli_audit, cli_report, cli_restore, cli_study, cli_train
 
-    cli_train.add_commands(commands)
-    cli_analyze.add_commands(commands)
-    cli_restore.add_commands(commands)
+    for module in (cli_train, cli_analyze, cli_restore, cli_study, cli_report, cli_audit):
+        module.add_commands(commands)
     return parser
 
 

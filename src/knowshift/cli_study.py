@@ -1,0 +1,125 @@
+"""`knowshift study validate|run|status` and `knowshift demo` (registered by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+from knowshift.paths import default_workspace
+
+
+def add_commands(commands) -> None:
+    """Register `study` and `demo` on the CLI's sub-command parser."""
+    study = commands.add_parser("study", help="many runs from one study file (configs/*.yaml)")
+    actions = study.add_subparsers(dest="action", metavar="ACTION", required=True)
+    validate = actions.add_parser("validate", help="check a study file and list its runs")
+    _study_args(validate)
+    validate.set_defaults(handler=_validate)
+    run = actions.add_parser("run", help="run a study; a rerun skips finished work")
+    _study_args(run)
+    run.add_argument("--out", help="study folder (default: WORKSPACE/<study name>)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    run.set_defaults(handler=_run)
+    status = actions.add_parser("status", help="the runs of a study folder and their status")
+    status.add_argument("study_dir", help="a folder written by knowshift study run")
+    status.set_defaults(handler=_status)
+
+    demo = commands.add_parser(
+        "demo", help="a reduced unknown-ratio study and its report (minutes)"
+    )
+    demo.add_argument("--out", default=str(default_workspace() / "demo"), help="study folder")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--scale", type=float, help="multiply the demo's sizes")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a setting of every run, e.g. train.epochs=1")  # fmt: skip
+    demo.set_defaults(handler=_demo)
+
+
+def _study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a study file (YAML), e.g. configs/unknown-ratio.yaml")
+    parser.add_argument("--scale", type=float, help="multiply the study's sizes (its scale:)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of every run, e.g. --set train.epochs=3")  # fmt: skip
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from knowshift.study.plan import format_plan, load_study
+
+    study = load_study(args.file, scale=args.scale, overrides=args.overrides)
+    print(format_plan(study))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from knowshift.study.plan import format_plan, load_study
+
+    study = load_study(args.file, scale=args.scale, overrides=args.overrides)
+    print(format_plan(study), file=sys.stderr)
+    out = Path(args.out) if args.out else default_workspace() / study.name
+    return _execute(study, out, args.device)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from knowshift.study.demo import demo_study
+
+    return _execute(demo_study(args.scale, tuple(args.overrides)), Path(args.out), args.device)
+
+
+def _execute(study, out: Path, device: str) -> int:
+    """Run the study, write its report; the exit status is the number of failed runs (0: none;
+    at most 99), plus 1 when the report could not be written."""
+    from knowshift.study.runner import run_study
+
+    outcome = run_study(study, out, device=device)
+    report_failed = _write_report(out)
+    minutes, seconds = divmod(round(outcome.seconds), 60)
+    print(f"study {study.name}: {outcome.n_done}/{outcome.n_runs} runs done "
+          f"({outcome.n_skipped} earlier), {len(outcome.failures)} failed, "
+          f"{minutes}m{seconds:02d}s; results in {out}", file=sys.stderr)  # fmt: skip
+    for failure in outcome.failures:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return min(99, len(outcome.failures) + report_failed)
+
+
+def _write_report(study_dir: Path) -> int:
+    """Write the study's report with knowshift.report where it exists; 1 if that failed."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("knowshift.report") is None:
+        print("note: no report module (knowshift.report) in this installation; the results are "
+              f"in {study_dir / 'knowshift.db'} (knowshift export, knowshift study status)",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    write_report = getattr(importlib.import_module("knowshift.report"), "write_report", None)
+    if write_report is None:
+        print("note: knowshift.report has no write_report yet; no report written", file=sys.stderr)
+        return 0
+    try:
+        path = write_report(study_dir)
+    except KnowshiftError as error:
+        print(f"knowshift: report not written: {error}", file=sys.stderr)
+        return 1
+    print(f"report: {path}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from knowshift.store import Store, database_path
+    from knowshift.study.plan import load_study
+    from knowshift.study.runner import STUDY_FILE, format_summary, study_logs
+
+    study_dir = Path(args.study_dir)
+    if not (study_dir / STUDY_FILE).is_file() or not database_path(study_dir).is_file():
+        raise KnowshiftError(
+            f"{study_dir} is not a study folder (no {STUDY_FILE} and knowshift.db)"
+        )
+    study = load_study(study_dir / STUDY_FILE)
+    with Store.for_workspace(study_dir) as store:
+        print(format_summary(store, study, study_logs(study, study_dir)))
+        failed = [r for r in store.study_runs(study.name) if r["status"] == "failed"]
+    for row in failed:
+        print(f"failed {row['variant'].get('label')}: {row['variant'].get('error')}")
+    return 0

@@ -1,0 +1,269 @@
+"""Run a study: the entry point of the study stage.
+
+    outcome = run_study(study, "workspace/unknown-ratio")
+
+reads top to bottom: claim the study folder (a workspace with its own knowshift.db), probe the
+base model once, build every run's set, record the plan, then run by run: train, evaluate,
+analyse, each stage skipped when the run's folder says it is done. A run that fails is recorded
+as failed with its error and the study goes on. The study's own analyses (the regression) follow.
+
+Bookkeeping is the store's `study_runs` table, one row per run under the id its training is
+stored under (train_runs, train_records, and the subject "<id>:<checkpoint>" of its analyses), so
+a report joins them directly; a run that failed before its set was built has no such id and is
+recorded under its plan id (its folder's name). The variant holds the run's grid values (dotted
+key -> value) and its `label` where the study file gives one (and `error` when it failed); the
+status is pending, running, done, failed, or dropped (no longer in the study file).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
+from knowshift.study.analyses import study_regression
+from knowshift.study.plan import PlannedRun, Study
+from knowshift.study.stages import (
+    Echo,
+    RunContext,
+    StageLog,
+    analysis_stage,
+    build_stage,
+    eval_facts,
+    eval_stage,
+    probe_stage,
+    require_checkpoints,
+    train_stage,
+)
+
+STUDY_FILE = "study.yaml"
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """How a study run ended: run counts and the failed runs ("label: error")."""
+
+    n_runs: int
+    n_done: int
+    n_skipped: int  # done before this call
+    failures: tuple[str, ...]
+    seconds: float
+
+
+def echo_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
+              echo: Echo = echo_stderr) -> StudyOutcome:  # fmt: skip
+    """Run every unfinished run of `study` in `study_dir`, then the study's analyses."""
+    from knowshift.facts import load_facts
+    from knowshift.models.loader import quiet_transformers
+    from knowshift.store import Store
+
+    started, study_dir, n = time.perf_counter(), Path(study_dir), len(study.runs)
+    quiet_transformers()
+    _claim(study_dir, study)
+    with Store.for_workspace(study_dir) as store:
+        # 1. What is left to do (by the runs' stage logs).
+        logs = {run.run_id: StageLog(_run_dir(study_dir, run)) for run in study.runs}
+        todo = [run for run in study.runs if not logs[run.run_id].complete(run.config)]
+        echo(f"study {study.name}: {n} runs, {n - len(todo)} done earlier, {len(todo)} to run "
+             f"-> {study_dir}")  # fmt: skip
+        # 2. Probe once per base model and setting; build every set (both reuse finished work).
+        facts = {s: load_facts(s) for s in sorted({r.config.facts.source for r in todo})}
+        sources, errors = probe_stage(todo, facts, store, device, echo) if todo else ({}, {})
+        contexts = {}
+        for run in todo:
+            _write_config(run, _run_dir(study_dir, run), study.name)
+            context = RunContext(study.name, run, _run_dir(study_dir, run), study_dir,
+                                 facts[run.config.facts.source], sources.get(run.run_id), store,
+                                 device, echo)  # fmt: skip
+            try:
+                if run.run_id in errors:
+                    raise errors[run.run_id]
+                logs[run.run_id].mark("build", build_stage(context))
+                contexts[run.run_id] = context
+            except Exception as error:  # noqa: BLE001 - recorded as this run's failure
+                errors[run.run_id] = error
+        # 3. The plan in the store: every run pending, done or failed; runs gone, dropped.
+        _record_plan(store, study, logs, errors)
+        # 4. Run by run; a failure is recorded and the study goes on.
+        failures = _run_each(store, study, contexts, logs, errors, echo)
+        # 5. The study's analyses, over its finished runs.
+        _study_analyses(store, study, logs, echo)
+        print(format_summary(store, study, logs), flush=True)
+        n_done = sum(_status(store, study, run, logs) == "done" for run in study.runs)
+    return StudyOutcome(n, n_done, n - len(todo), tuple(failures), time.perf_counter() - started)
+
+
+def _run_each(store, study: Study, contexts: dict[str, RunContext], logs: dict[str, StageLog],
+              errors: dict[str, Exception], echo: Echo) -> list[str]:  # fmt: skip
+    """Train, evaluate and analyse every run with a built set; returns the failures ("label:
+    error"), those before training included."""
+    failures = []
+    for i, run in enumerate(study.runs, 1):
+        tag = f"[{i}/{len(study.runs)}] {run.label} ({run.run_id})"
+        if run.run_id in errors:
+            failures.append(f"{run.label}: {_one_line(errors[run.run_id])}")
+            echo(f"{tag}: FAILED before training: {_one_line(errors[run.run_id])}")
+        elif run.run_id not in contexts:
+            echo(f"{tag}: done earlier, skipped")
+        else:
+            try:
+                _execute(contexts[run.run_id], logs[run.run_id], tag)
+            except Exception as error:  # noqa: BLE001 - recorded as this run's failure
+                failures.append(f"{run.label}: {_one_line(error)}")
+                _record_failure(
+                    store, study, run, logs[run.run_id], error, logs[run.run_id].path.parent
+                )
+                echo(f"{tag}: FAILED: {_one_line(error)} (see runs/{run.run_id}/error.txt)")
+    return failures
+
+
+def _run_dir(study_dir: Path, run: PlannedRun) -> Path:
+    return study_dir / "runs" / run.run_id
+
+
+def _claim(study_dir: Path, study: Study) -> None:
+    """Write the resolved study file; refuse a folder that holds another study."""
+    import yaml
+
+    path = study_dir / STUDY_FILE
+    if path.is_file():
+        existing = (yaml.safe_load(path.read_text()) or {}).get("name")
+        if existing != study.name:
+            raise KnowshiftError(f"{study_dir} holds study {existing!r}, not {study.name!r}; "
+                                 "pick another --out folder")  # fmt: skip
+    study_dir.mkdir(parents=True, exist_ok=True)
+    header = ("# The study as run (its scale and --set overrides applied); "
+              f"rerun: knowshift study run {path} --out {study_dir}\n")  # fmt: skip
+    path.write_text(header + yaml.safe_dump(study.document, sort_keys=False))
+
+
+def _row_id(run: PlannedRun, log: StageLog) -> str:
+    """The run's id in study_runs: its training's id once known, else its plan id."""
+    return log.train_run_id() or run.run_id
+
+
+def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -> None:
+    """Mark every run done, failed or pending, and rows of runs no longer planned dropped."""
+    planned = set()
+    for run in study.runs:
+        log = logs[run.run_id]
+        planned.add(_row_id(run, log))
+        if run.run_id in errors:
+            _record_failure(store, study, run, log, errors[run.run_id], log.path.parent)
+        else:
+            status = "done" if log.complete(run.config) else "pending"
+            store.put_study_run(study.name, _row_id(run, log), run.variant, status)
+    for row in store.study_runs(study.name):
+        if row["run_id"] not in planned and row["status"] != "dropped":
+            store.put_study_run(study.name, row["run_id"], row["variant"], "dropped")
+
+
+def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
+    """The stages of one run after its build, in order, each skipped when its log has it."""
+    run, echo, store, started = ctx.run, ctx.echo, ctx.store, time.perf_counter()
+    store.put_study_run(ctx.study, _row_id(run, log), run.variant, "running")
+    if "train" not in log:
+        train = run.config.train.config
+        echo(f"{tag}: train ({train.method}, {train.epochs} epochs)")
+        planned_id = log.train_run_id()
+        log.mark("train", train_stage(ctx, ctx.study_dir / log.done["build"]["set"]))
+        if log.train_run_id() != planned_id:  # the id changed under the study: move its row
+            store.put_study_run(ctx.study, planned_id, run.variant, "dropped")
+            store.put_study_run(ctx.study, log.train_run_id(), run.variant, "running")
+    for checkpoint in run.config.eval.checkpoints:
+        key = f"eval:{checkpoint}:{eval_facts(run.config)}"
+        if key not in log:
+            require_checkpoints(log, ctx.run_dir)
+            echo(f"{tag}: eval {checkpoint}")
+            line = eval_stage(ctx, checkpoint)
+            log.mark(key, {"summary": line})
+            echo(f"  {checkpoint}: {line}")
+    for index, analysis in enumerate(run.config.analyses):
+        for checkpoint in analysis.checkpoints:
+            key = f"analysis:{analysis.key()}:{checkpoint}"
+            if key not in log:
+                require_checkpoints(log, ctx.run_dir)
+                echo(f"{tag}: analyze {analysis.kind} ({checkpoint})")
+                analysis_stage(ctx, index, checkpoint)
+                log.mark(key)
+    if not run.config.eval.keep_checkpoints and "pruned" not in log:
+        shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+        log.mark("pruned")
+    store.put_study_run(ctx.study, _row_id(run, log), run.variant, "done")
+    echo(f"{tag}: done in {time.perf_counter() - started:.0f}s")
+
+
+def _write_config(run: PlannedRun, run_dir: Path, study: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run.run_id, "study": study, "label": run.label, "variant": run.variant,
+              "config": run.config.resolved()}  # fmt: skip
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def _record_failure(store, study: Study, run: PlannedRun, log: StageLog, error: Exception,
+                    run_dir: Path) -> None:  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+    variant = {**run.variant, "error": _one_line(error)}
+    store.put_study_run(study.name, _row_id(run, log), variant, "failed")
+
+
+def _status(store, study: Study, run: PlannedRun, logs: dict[str, StageLog]) -> str:
+    rows = {r["run_id"]: r["status"] for r in store.study_runs(study.name)}
+    return rows.get(_row_id(run, logs[run.run_id]), "?")
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, KnowshiftError) else f"{type(error).__name__}: {text}"
+
+
+def _study_analyses(store, study: Study, logs: dict[str, StageLog], echo: Echo) -> None:
+    """Run the study's analyses over its done runs. Runs of "I don't know" sets are left out:
+    the Unknown examples they fit are refusals, not new facts. An analysis the runs cannot
+    support (too few points, collinear shares) is reported, not counted as a failed run."""
+    done = [_row_id(run, logs[run.run_id]) for run in study.runs
+            if _status(store, study, run, logs) == "done" and not run.config.build.spec.idk]  # fmt: skip
+    for kind, confidence in study.study_analyses:
+        echo(f"study analysis: {kind} over {len(done)} runs")
+        try:
+            print(study_regression(store, study.name, done, confidence), flush=True)
+        except KnowshiftError as error:
+            echo(f"study analysis {kind}: not fitted: {_one_line(error)}")
+
+
+def format_summary(store, study: Study, logs: dict[str, StageLog]) -> str:
+    """Per run: status, EARLY_STOP epoch, test accuracy at EARLY_STOP and at the last epoch,
+    and the fitted Known / Unknown shares at the last epoch (from the store)."""
+    width = max([len("label")] + [len(r.label) for r in study.runs])
+    lines = [f"{'label':<{width}}  {'status':<8} {'ES':>3} {'test@ES':>8} {'test@last':>9} "
+             f"{'Known fit':>9} {'Unk fit':>8}"]  # fmt: skip
+    for run in study.runs:
+        records = store.train_records(_row_id(run, logs[run.run_id]))
+        cells = ["", "", "", "", ""]
+        if records:
+            best = max(records, key=lambda r: r["accuracy"].get("dev", -1.0))
+            last = records[-1]["accuracy"]
+            cells = [f"{best['epoch']:g}", _percent(best["accuracy"], "test"), _percent(last, "test"),
+                     _percent(last, "train/Known"), _percent(last, "train/Unknown")]  # fmt: skip
+        lines.append(f"{run.label:<{width}}  {_status(store, study, run, logs):<8} {cells[0]:>3} "
+                     f"{cells[1]:>8} {cells[2]:>9} {cells[3]:>9} {cells[4]:>8}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _percent(accuracy: dict, key: str) -> str:
+    return f"{100 * accuracy[key]:.1f}%" if key in accuracy else "-"
+
+
+def study_logs(study: Study, study_dir: str | Path) -> dict[str, StageLog]:
+    """The stage logs of a study's runs (for `format_summary` outside a run)."""
+    return {run.run_id: StageLog(_run_dir(Path(study_dir), run)) for run in study.runs}
