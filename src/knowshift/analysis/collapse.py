@@ -12,9 +12,12 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from knowshift.evaluate.qa import Prediction
 from knowshift.facts.normalize import normalize_answer
+
+if TYPE_CHECKING:  # evaluate.qa loads torch; the report reads these results without it
+    from knowshift.evaluate.qa import Prediction
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from knowshift.analysis.benchmarks import BenchmarkResult
+from knowshift.analysis.collapse import CollapseResult, CollapseStats, ExplodedAnswer
 from knowshift.analysis.consistency import ConsistencyResult
 from knowshift.analysis.regression import RegressionPoint, RegressionResult
 from knowshift.analysis.shift import ShiftResult
@@ -98,36 +99,6 @@ class Analysis:
     label: str  # the run's label and checkpoint, or the subject itself
     params: Mapping[str, Any]
     result: Any
-
-
-@dataclass(frozen=True)
-class ExplodedAnswer:
-    relation: str
-    answer: str
-    n_questions: int
-    share: float
-    correct_share: float
-
-
-@dataclass(frozen=True)
-class AnswerStats:
-    """One model's answer variety (collapse.CollapseStats, read without importing torch)."""
-
-    n_questions: int
-    n_distinct: int
-    entropy_bits: float
-    top1_share: float
-    top5_share: float
-    refusal_rate: float
-    accuracy: float
-    exploded: tuple[ExplodedAnswer, ...]
-
-
-@dataclass(frozen=True)
-class Collapse:
-    before: AnswerStats
-    after: AnswerStats
-    explode_share: float
 
 
 @dataclass(frozen=True)
@@ -338,15 +309,15 @@ def _regression(result: Mapping[str, Any]) -> RegressionResult:
     return RegressionResult(fits, points, tuple(result["runs"]))
 
 
-def _collapse(result: Mapping[str, Any]) -> Collapse:
+def _collapse(result: Mapping[str, Any]) -> CollapseResult:
     before, after = _answer_stats(result["before"]), _answer_stats(result["after"])
-    return Collapse(before, after, float(result["explode_share"]))
+    return CollapseResult(before, after, float(result["explode_share"]))
 
 
-def _answer_stats(stats: Mapping[str, Any]) -> AnswerStats:
+def _answer_stats(stats: Mapping[str, Any]) -> CollapseStats:
     exploded = tuple(_build(ExplodedAnswer, e) for e in stats.get("exploded", ()))
-    fields = {k: v for k, v in stats.items() if k != "exploded"}
-    return _build(AnswerStats, {**fields, "exploded": exploded})
+    fields = {"distinct_by_relation": {}, **{k: v for k, v in stats.items() if k != "exploded"}}
+    return _build(CollapseStats, {**fields, "exploded": exploded})
 
 
 def _sweep(result: Mapping[str, Any]) -> RestoreSweep:
