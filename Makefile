@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/knowshift probe --model smollm2-135m --facts geo --split test --limit 210
+	$(BIN)/knowshift demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -84,23 +84,15 @@ def _execute(study, out: Path, device: str) -> int:
 
 
 def _write_report(study_dir: Path) -> int:
-    """Write the study's report with knowshift.report where it exists; 1 if that failed."""
-    import importlib
-    import importlib.util
+    """Write the study's report; 1 if it could not be written (the results stay in the store)."""
+    from knowshift.report import write_report
 
-    if importlib.util.find_spec("knowshift.report") is None:
-        print("note: no report module (knowshift.report) in this installation; the results are "
-              f"in {study_dir / 'knowshift.db'} (knowshift export, knowshift study status)",
-              file=sys.stderr)  # fmt: skip
-        return 0
-    write_report = getattr(importlib.import_module("knowshift.report"), "write_report", None)
-    if write_report is None:
-        print("note: knowshift.report has no write_report yet; no report written", file=sys.stderr)
-        return 0
     try:
         path = write_report(study_dir)
     except KnowshiftError as error:
-        print(f"knowshift: report not written: {error}", file=sys.stderr)
+        print(f"knowshift: report not written: {error}; the results are in "
+              f"{study_dir / 'knowshift.db'} (knowshift report {study_dir} to retry)",
+              file=sys.stderr)  # fmt: skip
         return 1
     print(f"report: {path}")
     return 0
