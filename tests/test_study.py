@@ -231,9 +231,10 @@ def test_a_study_runs_end_to_end(finished):
         rows = store.study_runs("tiny")
         assert [r["status"] for r in rows] == ["done", "done"]
         assert [r["variant"] for r in rows] == [
-            {"build.frac_unknown": 0.25},
-            {"build.frac_unknown": 0.75},
+            {"build.frac_unknown": 0.25, "folder": study.runs[0].run_id},
+            {"build.frac_unknown": 0.75, "folder": study.runs[1].run_id},
         ]
+        assert all((out / "runs" / r["variant"]["folder"] / "config.json").is_file() for r in rows)
         # The store's run id is the training's: records, config and analyses join on it.
         for row in rows:
             assert len(store.train_records(row["run_id"])) == 3

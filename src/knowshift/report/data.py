@@ -28,7 +28,7 @@ from knowshift.types import CATEGORIES
 
 CATEGORY_NAMES = tuple(c.value for c in CATEGORIES)
 # Keys of a study run's variant that are not grid values (see knowshift.study.runner).
-NOT_GRID = ("label", "error")
+NOT_GRID = ("label", "error", "folder")
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,7 @@ def dynamics_section(study: Study) -> Section:
     lines = (("Known fitted", "train/Known", svg.CATEGORY_COLOURS["HighlyKnown"], False),
              ("Unknown fitted", "train/Unknown", svg.CATEGORY_COLOURS["Unknown"], False),
              ("test accuracy", "test", svg.colour(0), True))  # fmt: skip
-    runs = [
-        r for r in _by_share(study.runs) if any(_measured(r, key) for _, key, _, _ in lines[:2])
-    ]
+    runs = [r for r in study.runs if any(_measured(r, key) for _, key, _, _ in lines[:2])]
     if not runs:
         return Section(captions.DYNAMICS, None)
     items = []
@@ -241,11 +239,13 @@ def size_mastery_section(study: Study) -> Section:
 
 
 def runs_table(study: Study) -> str:
-    """One row per run: label, id, model, set size, %Unknown, epochs, EARLY_STOP epoch."""
+    """One row per run: label, id (a study run's folder under runs/, as the study runner names
+    it; else the training id), model, set size, %Unknown, epochs, EARLY_STOP epoch."""
     if not study.runs:
         return ""
-    rows = [[r.label, r.run_id, r.status or "–", r.model, r.n_train, percent(r.frac_unknown, 0),
-             len(r.epochs), _epoch(r.early_stop)] for r in study.runs]  # fmt: skip
+    rows = [[r.label, r.variant.get("folder") or r.run_id, r.status or "–", r.model, r.n_train,
+             percent(r.frac_unknown, 0), len(r.epochs), _epoch(r.early_stop)]
+            for r in study.runs]  # fmt: skip
     header = ["run", "id", "status", "model", "examples", "% Unknown", "epochs", "EARLY_STOP"]
     return table(header, rows)
 
@@ -253,10 +253,6 @@ def runs_table(study: Study) -> str:
 def _measured(run: Run, key: str) -> tuple[tuple[float, float], ...]:
     """(epoch, percent) of one accuracy key over a run's measurements that have it."""
     return tuple((e.epoch, 100 * e.accuracy[key]) for e in run.epochs if key in e.accuracy)
-
-
-def _by_share(runs) -> list[Run]:
-    return sorted(runs, key=lambda r: (2.0 if r.frac_unknown is None else r.frac_unknown, r.label))
 
 
 def _mean_by_share(runs: list[Run], where: str, stop: str) -> tuple[tuple[float, float], ...]:

@@ -11,7 +11,8 @@ Bookkeeping is the store's `study_runs` table, one row per run under the id its 
 stored under (train_runs, train_records, and the subject "<id>:<checkpoint>" of its analyses), so
 a report joins them directly; a run that failed before its set was built has no such id and is
 recorded under its plan id (its folder's name). The variant holds the run's grid values (dotted
-key -> value) and its `label` where the study file gives one (and `error` when it failed); the
+key -> value), its `label` where the study file gives one, its `folder` (the plan id: runs/<folder>)
+and `error` when it failed; the
 status is pending, running, done, failed, or dropped (no longer in the study file).
 """
 
@@ -151,6 +152,11 @@ def _row_id(run: PlannedRun, log: StageLog) -> str:
     return log.train_run_id() or run.run_id
 
 
+def _row_variant(run: PlannedRun) -> dict:
+    """The run's variant as stored: its grid values and label, plus its folder under runs/."""
+    return {**run.variant, "folder": run.run_id}
+
+
 def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -> None:
     """Mark every run done, failed or pending, and rows of runs no longer planned dropped."""
     planned = set()
@@ -161,7 +167,7 @@ def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -
             _record_failure(store, study, run, log, errors[run.run_id], log.path.parent)
         else:
             status = "done" if log.complete(run.config) else "pending"
-            store.put_study_run(study.name, _row_id(run, log), run.variant, status)
+            store.put_study_run(study.name, _row_id(run, log), _row_variant(run), status)
     for row in store.study_runs(study.name):
         if row["run_id"] not in planned and row["status"] != "dropped":
             store.put_study_run(study.name, row["run_id"], row["variant"], "dropped")
@@ -170,15 +176,15 @@ def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -
 def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
     """The stages of one run after its build, in order, each skipped when its log has it."""
     run, echo, store, started = ctx.run, ctx.echo, ctx.store, time.perf_counter()
-    store.put_study_run(ctx.study, _row_id(run, log), run.variant, "running")
+    store.put_study_run(ctx.study, _row_id(run, log), _row_variant(run), "running")
     if "train" not in log:
         train = run.config.train.config
         echo(f"{tag}: train ({train.method}, {train.epochs} epochs)")
         planned_id = log.train_run_id()
         log.mark("train", train_stage(ctx, ctx.study_dir / log.done["build"]["set"]))
         if log.train_run_id() != planned_id:  # the id changed under the study: move its row
-            store.put_study_run(ctx.study, planned_id, run.variant, "dropped")
-            store.put_study_run(ctx.study, log.train_run_id(), run.variant, "running")
+            store.put_study_run(ctx.study, planned_id, _row_variant(run), "dropped")
+            store.put_study_run(ctx.study, log.train_run_id(), _row_variant(run), "running")
     for checkpoint in run.config.eval.checkpoints:
         key = f"eval:{checkpoint}:{eval_facts(run.config)}"
         if key not in log:
@@ -198,7 +204,7 @@ def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
     if not run.config.eval.keep_checkpoints and "pruned" not in log:
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
         log.mark("pruned")
-    store.put_study_run(ctx.study, _row_id(run, log), run.variant, "done")
+    store.put_study_run(ctx.study, _row_id(run, log), _row_variant(run), "done")
     echo(f"{tag}: done in {time.perf_counter() - started:.0f}s")
 
 
@@ -213,7 +219,7 @@ def _record_failure(store, study: Study, run: PlannedRun, log: StageLog, error: 
                     run_dir: Path) -> None:  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
-    variant = {**run.variant, "error": _one_line(error)}
+    variant = {**_row_variant(run), "error": _one_line(error)}
     store.put_study_run(study.name, _row_id(run, log), variant, "failed")
 
 
