@@ -131,7 +131,8 @@ def grouped_bars(
     value_format: str = "{:.1f}",
 ) -> str:  # fmt: skip
     """Vertical bars: one cluster per group, one bar per (name, colour, values) series, with
-    the value written at the end of each bar (a missing or non-finite value leaves a gap)."""
+    the value written at the end of each bar wide enough to hold it (every bar's tooltip has
+    it; a missing or non-finite value leaves a gap)."""
     series = [
         (name, fill, [v if v is not None and _finite(v) else None for v in vs])
         for name, fill, vs in series
@@ -158,8 +159,9 @@ def grouped_bars(
             parts.append(
                 _rect(x, min(end, zero), bar - 2, abs(zero - end), fill, f"{group}, {name}: {text}")
             )
-            text_y = end - 4 if vs[g] >= 0 else end + 12  # above a bar, below a negative one
-            parts.append(_label(x + bar / 2 - 1, text_y, text, "middle", size=10))
+            if len(text) * 5.6 <= bar:  # a value wider than its bar would run into the next
+                text_y = end - 4 if vs[g] >= 0 else end + 12  # above a bar, below a negative one
+                parts.append(_label(x + bar / 2 - 1, text_y, text, "middle", size=10))
     return _svg(width, height + top - TOP, parts)
 
 
