@@ -4,8 +4,10 @@ runs one analysis of knowshift.analysis, prints a table and stores the result.""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import asdict, fields
+from pathlib import Path
 
 from knowshift.errors import KnowshiftError
 from knowshift.paths import default_workspace
@@ -84,18 +86,68 @@ def _pair_arguments(parser: argparse.ArgumentParser, limit: int = 500) -> None:
 
 def resolve(args: argparse.Namespace):
     """The pair, the facts and the held-out targets the arguments name."""
-    from knowshift.analysis.pair import resolve_pair
     from knowshift.facts import load_facts
     from knowshift.facts.select import select_facts
 
     if args.limit is not None and args.limit < 1:
         raise KnowshiftError("--limit must be at least 1")
-    pair = resolve_pair(args.run, base=args.base, tuned=args.tuned, adapter=args.adapter,
+    pair = checked_pair(args.run, base=args.base, tuned=args.tuned, adapter=args.adapter,
                         checkpoint=args.checkpoint, facts_spec=args.facts, data=args.data)  # fmt: skip
     facts = load_facts(pair.facts_spec)
     limit = getattr(args, "pool", None) or args.limit
     targets = select_facts(facts, args.relations, args.split, limit)
     return pair, facts, targets
+
+
+def checked_pair(run: str | None, **options):
+    """`resolve_pair(run, **options)`, after checking the run folders' run.json, and checking
+    that the fine-tuned model can be a fine-tune of the base (same architecture)."""
+    from knowshift.analysis.pair import resolve_pair
+
+    for folder in (run, options.get("tuned")):
+        if folder:
+            check_run_json(Path(folder))
+    pair = resolve_pair(run, **options)
+    if pair.adapter is None and pair.tuned != pair.base:
+        _check_same_architecture(pair)
+    return pair
+
+
+def check_run_json(folder: Path) -> None:
+    """A run folder's run.json, if it has one, must be what knowshift train wrote."""
+    path = folder / "run.json"
+    if not path.is_file():
+        return
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        sound = isinstance(info["run_id"], str) and isinstance(info["config"]["model"], str)
+    except (ValueError, TypeError, KeyError):
+        sound = False
+    if not sound:
+        raise KnowshiftError(
+            f"{path} is damaged (not the run.json knowshift train writes); retrain into a new "
+            "--out folder, or give the models with --base and --tuned"
+        )
+
+
+def _check_same_architecture(pair) -> None:
+    """Refuse to compare a 'fine-tuned' model whose weights cannot come from the base."""
+    from knowshift.models.checks import architecture_difference
+    from knowshift.models.loader import model_config
+
+    base, tuned = model_config(pair.base), model_config(pair.tuned)
+    difference = architecture_difference(base or {}, tuned or {})
+    if difference is None:
+        return
+    if pair.run_dir:
+        raise KnowshiftError(
+            f"{pair.tuned} is not a fine-tune of {pair.base}, the base model its run "
+            f"{pair.run_dir} names ({difference}); pass --base MODEL, the model it was trained from"
+        )
+    raise KnowshiftError(
+        f"--tuned {pair.tuned} is not a fine-tune of --base {pair.base} ({difference}); "
+        "pass the base model it was fine-tuned from"
+    )
 
 
 def common_params(args: argparse.Namespace, pair) -> dict:

@@ -64,7 +64,7 @@ def add_commands(commands) -> None:
 
 def _audit(args: argparse.Namespace) -> int:
     from knowshift.audit.data import read_sft
-    from knowshift.audit.run import AUDIT_ESTIMATORS
+    from knowshift.audit.run import AUDIT_ESTIMATORS, prepare
     from knowshift.probe.estimators import ProbeConfig
     from knowshift.probe.run import validate_config
 
@@ -80,6 +80,7 @@ def _audit(args: argparse.Namespace) -> int:
     validate_config(config)
     _check_options(args)
     sft = read_sft(args.data, args.group_by)
+    prepare(sft, config, args.max_answer_words)  # something to probe, enough exemplars?
     return _run_audit(args, sft, config)
 
 
@@ -110,6 +111,23 @@ def _check_options(args: argparse.Namespace) -> None:
         raise KnowshiftError("--out, --filtered and --relabelled must name different files")
 
 
+def _load_unless_stored(args: argparse.Namespace, model):
+    """The model, loaded now when the workspace holds no database (so nothing stored to reuse,
+    and a model that does not load leaves no workspace behind); else None: the audit loads it
+    only if some result is not stored."""
+    from knowshift.cli import check_workspace
+    from knowshift.models import load_model
+    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.store import database_path
+
+    check_workspace(args.workspace)
+    if database_path(args.workspace).is_file():
+        model_fingerprint(model.name, model.adapter)  # a wrong path fails before the store opens
+        return None
+    return load_model(model.name, device=model.device, dtype=model.dtype, adapter=model.adapter,
+                      trust_remote_code=model.trust_remote_code)  # fmt: skip
+
+
 def _run_audit(args: argparse.Namespace, sft, config) -> int:
     from tqdm import tqdm
 
@@ -121,9 +139,10 @@ def _run_audit(args: argparse.Namespace, sft, config) -> int:
 
     quiet_transformers()
     model = ModelChoice(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
+    loaded = _load_unless_stored(args, model)
     with Store.for_workspace(args.workspace) as store:
         with tqdm(unit="fact", dynamic_ncols=True, disable=None, file=sys.stderr) as bar:
-            result = audit(sft, model, config, store, args.max_answer_words, bar.update)
+            result = audit(sft, model, config, store, args.max_answer_words, bar.update, loaded)
         effect = expected_effect(store, result)
     print(summary_table(result))
     print(format_effect(effect, args.workspace), flush=True)  # before the notes on stderr

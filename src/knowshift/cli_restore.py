@@ -83,8 +83,8 @@ def tuned_directory(pair) -> Path:
 
 def _restore(args: argparse.Namespace) -> int:
     from knowshift.analysis.deltas import delta_stats
-    from knowshift.analysis.pair import resolve_pair
     from knowshift.analysis.restore import format_concentration, format_report, restore_model
+    from knowshift.cli_analyze import checked_pair
     from knowshift.models.loader import model_directory
 
     _check_choice("mode", args.mode, MODES)
@@ -93,7 +93,7 @@ def _restore(args: argparse.Namespace) -> int:
         raise KnowshiftError(
             f"--fraction {args.fraction}: give a share in (0, 1], e.g. 0.2 for 20%"
         )
-    pair = resolve_pair(base=args.base, tuned=args.tuned, checkpoint=args.checkpoint)
+    pair = checked_pair(None, base=args.base, tuned=args.tuned, checkpoint=args.checkpoint)
     base_dir, tuned_dir = model_directory(pair.base), tuned_directory(pair)
     stats = delta_stats(base_dir, tuned_dir, args.region)
     report = restore_model(base_dir, tuned_dir, args.out, args.fraction, args.mode, args.region,
@@ -178,14 +178,13 @@ def _qa_metrics(targets, categories, pair):
 
 def _benchmarks(args: argparse.Namespace) -> int:
     from knowshift.analysis.benchmarks import format_benchmarks, run_benchmarks
-    from knowshift.analysis.pair import resolve_pair
-    from knowshift.cli_analyze import store_result
+    from knowshift.cli_analyze import checked_pair, store_result
     from knowshift.models import load_model
     from knowshift.models.loader import quiet_transformers
 
     if args.limit is not None and args.limit < 1:
         raise KnowshiftError("--limit must be at least 1")
-    pair = resolve_pair(args.run, base=args.base, tuned=args.tuned, adapter=args.adapter,
+    pair = checked_pair(args.run, base=args.base, tuned=args.tuned, adapter=args.adapter,
                         checkpoint=args.checkpoint, facts_spec=args.facts, data=args.data)  # fmt: skip
     quiet_transformers()
     models = [("base", pair.base, None), ("tuned", pair.tuned, pair.adapter)]

@@ -56,9 +56,33 @@ def _run(args: argparse.Namespace) -> int:
     from knowshift.study.plan import format_plan, load_study
 
     study = load_study(args.file, scale=args.scale, overrides=args.overrides)
+    _check_inputs(study, args.device)
     print(format_plan(study), file=sys.stderr)
     out = Path(args.out) if args.out else default_workspace() / study.name
     return _execute(study, out, args.device)
+
+
+def _check_inputs(study, device: str) -> None:
+    """What the study file names but validation cannot see (its models, fact files, relations
+    and the device), checked before the study folder is created: a typo is one line, not a
+    study of failed runs."""
+    from knowshift.errors import unknown_name
+    from knowshift.facts import load_facts
+    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.loader import resolve_device
+
+    resolve_device(device)
+    for name in sorted({run.config.model.name for run in study.runs}):
+        model_fingerprint(name)  # an existing model folder, embedded name or hub id
+    sources: dict[str, set[str]] = {}
+    for run in study.runs:
+        sources.setdefault(run.config.facts.source, set()).update(run.config.facts.relations or ())
+    for source, relations in sorted(sources.items()):
+        facts = load_facts(source)
+        for relation in sorted(relations - set(facts.relations)):
+            raise unknown_name(
+                f"relation in facts.relations of {source}", relation, facts.relations
+            )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -106,7 +130,8 @@ def _status(args: argparse.Namespace) -> int:
     study_dir = Path(args.study_dir)
     if not (study_dir / STUDY_FILE).is_file() or not database_path(study_dir).is_file():
         raise KnowshiftError(
-            f"{study_dir} is not a study folder (no {STUDY_FILE} and knowshift.db)"
+            f"{study_dir} is not a study folder (no {STUDY_FILE} and knowshift.db); "
+            "give the --out folder of knowshift study run"
         )
     study = load_study(study_dir / STUDY_FILE)
     with Store.for_workspace(study_dir) as store:

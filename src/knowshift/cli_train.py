@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-from knowshift.errors import KnowshiftError
+from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.paths import default_workspace
 
 
@@ -104,13 +106,22 @@ def _train(args: argparse.Namespace) -> int:
         lora_target_modules=tuple(args.lora_target_modules), use_rslora=args.rslora,
     )  # fmt: skip
     config.validate()
+    from knowshift.cli import check_workspace, removed_if_failed
     from knowshift.models.loader import quiet_transformers
 
     quiet_transformers()
-    with Store.for_workspace(args.workspace) as store:
+    _check_train_inputs(args, config)  # every mistake that needs no training, before any output
+    check_workspace(args.workspace)
+    # A failure before the first epoch leaves no run folder and no new workspace behind.
+    out, new_run = Path(args.out), not Path(args.out).exists()
+    with (
+        removed_if_failed(Path(args.workspace), when=lambda: new_run and not out.exists()),
+        removed_if_failed(out, keep_if_any_but="run.json"),  # the inner one runs first
+        Store.for_workspace(args.workspace) as store,
+    ):
         run_id, result = run_training(
-            args.data, args.model, args.out, config, store, adapter=args.adapter, facts_spec=args.facts,
-            n_dev=args.n_dev, n_test=args.n_test, device=args.device,
+            args.data, args.model, args.out, config, store, adapter=args.adapter,
+            facts_spec=args.facts, n_dev=args.n_dev, n_test=args.n_test, device=args.device,
         )  # fmt: skip
     print(f"run {run_id}: {args.out}")
     print(format_records(result.records))
@@ -118,6 +129,48 @@ def _train(args: argparse.Namespace) -> int:
         f"EARLY_STOP: epoch {result.early_stop_epoch} (best dev); CONVERGENCE: epoch {result.records[-1].epoch}"
     )
     return 0
+
+
+def _check_train_inputs(args: argparse.Namespace, config) -> None:
+    """The run folder, the set, the device, the model (the one the set was built for) and the
+    LoRA targets, each checked without training, so a mistake fails before anything is written."""
+    from knowshift.mixtures import read_training_set
+    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.loader import linear_module_names, resolve_device
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise KnowshiftError(f"--out {out} is a file; give a folder for the run")
+    if (out / "run.json").is_file():
+        try:
+            json.loads((out / "run.json").read_text(encoding="utf-8"))["run_id"]
+        except (ValueError, TypeError, KeyError):
+            raise KnowshiftError(
+                f"{out / 'run.json'} is damaged; pick a new --out folder or delete that one"
+            ) from None
+    for option, value in (("--n-dev", args.n_dev), ("--n-test", args.n_test)):
+        if value is not None and value < 1:
+            raise KnowshiftError(f"{option} must be at least 1, got {value}")
+    manifest = read_training_set(args.data).manifest
+    resolve_device(args.device)
+    # The set's categories are those of the model it was probed with: the base, or the base
+    # with the adapter training starts from.
+    fingerprints = {model_fingerprint(args.model), model_fingerprint(args.model, args.adapter)}
+    if manifest.model_fingerprint and manifest.model_fingerprint not in fingerprints:
+        built_for = manifest.model or f"the model of fingerprint {manifest.model_fingerprint}"
+        raise KnowshiftError(
+            f"the set in {args.data} was built from the probe results of {built_for}, not of "
+            f"--model {args.model}; its categories hold for that model only: train {built_for} "
+            f"on it, or probe {args.model} and build a set from its results"
+        )
+    if config.method == "lora":
+        linear = linear_module_names(args.model)
+        missing = [t for t in config.lora_target_modules if t not in linear]
+        if missing:
+            raise KnowshiftError(
+                f"--lora-target-modules {' '.join(missing)}: not in {args.model}, whose linear "
+                f"modules are {', '.join(sorted(linear))}; name some of those"
+            )
 
 
 def format_records(records) -> str:
@@ -143,26 +196,31 @@ def _eval(args: argparse.Namespace) -> int:
     from knowshift.models import load_model
     from knowshift.models.fingerprint import model_fingerprint
     from knowshift.probe.estimators import ProbeConfig
-    from knowshift.probe.run import settings_key
-    from knowshift.store import Store
+    from knowshift.probe.run import settings_key, validate_config
+    from knowshift.store import Store, database_path
     from knowshift.store.export import EXPORT_FORMATS, export_rows
 
     if args.out and not args.out.endswith(EXPORT_FORMATS):
         raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
+    probe_config = ProbeConfig.for_estimator(args.estimator)
+    validate_config(probe_config)
     facts = load_facts(args.facts)
     targets = select_facts(facts, args.relations, args.split, args.limit)
+    for name in args.train_relations or ():
+        if name not in facts.relations:
+            raise unknown_name(
+                f"--train-relations relation in {facts.source}", name, facts.relations
+            )
     from knowshift.models.loader import quiet_transformers
 
     quiet_transformers()
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
     base = args.base_model or args.model
-    with Store.for_workspace(args.workspace) as store:
-        key, _ = settings_key(
-            ProbeConfig.for_estimator(args.estimator),
-            facts,
-            str(loaded.dtype).removeprefix("torch."),
-        )
-        results = store.probe_results(model_fingerprint(base), key, [f.id for f in targets])
+    results = []
+    if database_path(args.workspace).is_file():  # reading categories creates no workspace
+        with Store.for_workspace(args.workspace) as store:
+            key, _ = settings_key(probe_config, facts, str(loaded.dtype).removeprefix("torch."))
+            results = store.probe_results(model_fingerprint(base), key, [f.id for f in targets])
     categories = {r.fact_id: r.category for r in results}
     if not categories:
         print(f"note: no {args.estimator} probe results of {base} for these facts; "

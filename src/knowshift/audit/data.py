@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from knowshift.errors import KnowshiftError
-from knowshift.facts.readers import read_text
+from knowshift.facts.readers import read_text, table_error
 
 FILE_FORMATS = (".jsonl", ".csv")
 SCHEMAS = ("prompt-completion", "messages", "question-answer")
@@ -114,6 +114,10 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, dict, str]]:
             raise KnowshiftError(
                 f"{path} line {number}: malformed JSON ({error.msg}); fix the JSON there"
             ) from None
+        except RecursionError:
+            raise KnowshiftError(
+                f"{path} line {number}: JSON nested too deeply to be an example; fix the record"
+            ) from None
         if not isinstance(record, dict):
             raise KnowshiftError(
                 f"{path} line {number}: expected a JSON object with {ACCEPTED}; fix the record"
@@ -123,8 +127,9 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, dict, str]]:
 
 def _csv_records(path: Path, text: str) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
     """The header and (line number, row) for every data row of a CSV file."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = []
+    # strict: an unclosed quote is an error, not a field that swallows the rest of the file.
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    rows, start = [], 1
     try:
         columns = tuple(reader.fieldnames or ())
         start = reader.line_num + 1
@@ -137,9 +142,7 @@ def _csv_records(path: Path, text: str) -> tuple[tuple[str, ...], list[tuple[int
             rows.append((start, record))
             start = reader.line_num + 1
     except csv.Error as error:
-        raise KnowshiftError(
-            f"{path} line {reader.line_num}: {error}; fix the file there"
-        ) from None
+        raise KnowshiftError(f"{path} line {start}: {table_error(error)}") from None
     if not columns:
         raise KnowshiftError(f"{path}: no examples in the file; add a header and rows")
     return columns, rows
@@ -255,14 +258,15 @@ def _from_turns(turns: Any, where: str) -> tuple[str, tuple[str, ...], str | Non
         raise KnowshiftError(
             f"{where}: messages must be a list of {{role, content}} objects; fix the record"
         )
-    roles = [t["role"] for t in turns]
-    user = [t for t in turns if t["role"] == "user"]
-    assistant = [t for t in turns if t["role"] == "assistant"]
+    # A role that is not text (a list, a number) is shown by its type, never compared as a key.
+    roles = [t["role"] if isinstance(t["role"], str) else type(t["role"]).__name__ for t in turns]
+    user = [t for t, role in zip(turns, roles, strict=True) if role == "user"]
+    assistant = [t for t, role in zip(turns, roles, strict=True) if role == "assistant"]
     question = user[0]["content"] if user else ""
     answer = assistant[-1]["content"] if assistant else ""
     problem = None
     if set(roles) - {"system", "user", "assistant"}:
-        problem = f"not a plain chat (roles {', '.join(sorted(set(map(str, roles))))})"
+        problem = f"not a plain chat (roles {', '.join(sorted(set(roles)))})"
     elif len(user) != 1 or len(assistant) != 1:
         problem = f"multi-turn conversation ({len(user)} user, {len(assistant)} assistant turns)"
     elif roles[-1] != "assistant" or roles.index("user") > roles.index("assistant"):

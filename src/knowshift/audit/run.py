@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from knowshift.audit.data import SftExample, SftFile
 from knowshift.audit.facts import RELATION, example_facts
@@ -23,6 +24,9 @@ from knowshift.errors import KnowshiftError
 from knowshift.probe.estimators import ProbeConfig
 from knowshift.store import Store
 from knowshift.types import FactSet, ProbeResult, Split
+
+if TYPE_CHECKING:
+    from knowshift.models.loader import LoadedModel
 
 AUDIT_ESTIMATORS = ("exact", "sampling", "greedy")  # those that report SliCK categories
 
@@ -68,16 +72,15 @@ class Audit:
     loaded_model: bool  # False when every result came from the store
 
 
-def audit(
-    sft: SftFile,
-    model: ModelChoice,
-    config: ProbeConfig,
-    store: Store,
-    max_answer_words: int = MAX_ANSWER_WORDS,
-    progress: Progress | None = None,
-) -> Audit:
-    """Probe every short-answer example of `sft` with `model`; report the rest as not probed."""
-    # 1. Screen: short-answer questions are probed; the others keep their reason.
+def prepare(
+    sft: SftFile, config: ProbeConfig, max_answer_words: int = MAX_ANSWER_WORDS
+) -> tuple[list[SftExample], FactSet, dict[int, str]]:
+    """Screen the examples and make facts of the short-answer ones; needs no model and no store,
+    so a file with nothing to probe fails before anything is loaded or written.
+
+    Returns the screened examples, the facts of the probed ones (one relation; its dev split is
+    the exemplar pool) and each probed example's fact id.
+    """
     examples = [screen(e, max_answer_words) for e in sft.examples]
     probed = [e for e in examples if e.problem is None]
     if not probed:
@@ -87,18 +90,37 @@ def audit(
             f"({', '.join(f'{r}: {n}' for r, n in reasons.most_common())}); "
             "the audit needs question/answer pairs with short answers"
         )
-    # 2. The probed examples as facts of one relation; its dev split is the exemplar pool.
     facts, fact_of = example_facts(probed)
     _check_pool(sft, facts, config)
-    # 3. Probe (stored results first), then one row per example.
-    results, fingerprint, params_key, loaded = _probe(facts, model, config, store, progress)
+    return examples, facts, fact_of
+
+
+def audit(
+    sft: SftFile,
+    model: ModelChoice,
+    config: ProbeConfig,
+    store: Store,
+    max_answer_words: int = MAX_ANSWER_WORDS,
+    progress: Progress | None = None,
+    loaded: LoadedModel | None = None,
+) -> Audit:
+    """Probe every short-answer example of `sft` with `model`; report the rest as not probed.
+
+    `loaded`: the model, already loaded (else it is loaded only if a result is not stored).
+    """
+    # 1. Screen, and make the short-answer examples facts of one relation.
+    examples, facts, fact_of = prepare(sft, config, max_answer_words)
+    # 2. Probe (stored results first), then one row per example.
+    results, fingerprint, params_key, loaded_now = _probe(
+        facts, model, config, store, progress, loaded
+    )
     by_id = {r.fact_id: r for r in results}
     rows = tuple(
         AuditRow(e, fact_of.get(e.index), by_id.get(fact_of.get(e.index, ""))) for e in examples
     )
     return Audit(
         str(sft.path), sft.schema, sft.group_field, model.name, fingerprint, config,
-        params_key, rows, loaded,
+        params_key, rows, loaded_now,
     )  # fmt: skip
 
 
@@ -121,8 +143,9 @@ def _probe(
     config: ProbeConfig,
     store: Store,
     progress: Progress | None,
+    loaded: LoadedModel | None = None,
 ) -> tuple[list[ProbeResult], str, str, bool]:
-    """(results, model fingerprint, settings key, whether the model was loaded)."""
+    """(results, model fingerprint, settings key, whether the model was used)."""
     from knowshift.models import load_model, resolve_device, resolve_dtype
     from knowshift.models.fingerprint import model_fingerprint
     from knowshift.probe.engine import Engine
@@ -130,18 +153,22 @@ def _probe(
     from knowshift.probe.run import probe, settings_key
 
     # A rerun finds everything stored under the same model and settings: no model load at all.
-    fingerprint = model_fingerprint(model.name, model.adapter)
-    dtype = resolve_dtype(model.dtype, resolve_device(model.device))
+    if loaded is None:
+        fingerprint = model_fingerprint(model.name, model.adapter)
+        dtype = resolve_dtype(model.dtype, resolve_device(model.device))
+    else:
+        fingerprint, dtype = loaded.fingerprint, loaded.dtype
     params_key, _ = settings_key(config, facts, str(dtype).removeprefix("torch."))
     stored = store.probe_results(fingerprint, params_key, [f.id for f in facts.facts])
     if len(stored) == len(facts.facts):
         if progress:
             progress(len(stored))
         return stored, fingerprint, params_key, False
-    loaded = load_model(
-        model.name, device=model.device, dtype=model.dtype, adapter=model.adapter,
-        trust_remote_code=model.trust_remote_code,
-    )  # fmt: skip
+    if loaded is None:
+        loaded = load_model(
+            model.name, device=model.device, dtype=model.dtype, adapter=model.adapter,
+            trust_remote_code=model.trust_remote_code,
+        )  # fmt: skip
     # Examples that sit in an exemplar set are asked with that set's spare, so their prompts
     # differ from the others'; probing them last keeps the shared-prefix batches of the rest
     # intact (the engine runs a group's common prefix once). Results do not depend on the order.

@@ -17,6 +17,10 @@ from knowshift.audit.data import SftExample
 
 MAX_ANSWER_WORDS = 8
 MAX_QUESTION_WORDS = 80  # longer prompts carry a passage or instructions, not one question
+# Characters too, for text without spaces (a pasted blob, a URL list): a 10 MB "word" would
+# otherwise pass the word counts and be fed to the tokenizer and the model whole.
+MAX_QUESTION_CHARS = 1000
+MAX_ANSWER_CHARS = 200
 
 # Prompt templates whose question is taken out: knowshift's own `plain` and `tagged` formats and
 # their usual spellings ("Question: ... Answer:").
@@ -62,6 +66,8 @@ def reason_kind(problem: str) -> str:
 def _question_problem(question: str) -> str | None:
     if not question:
         return "no question (empty prompt)"
+    if len(question) > MAX_QUESTION_CHARS:
+        return f"long prompt ({len(question):,} characters; a passage or data, not one question)"
     if "\n" in question:
         return "prompt of several lines (context or instructions, not one question)"
     n_words = len(question.split())
@@ -73,6 +79,8 @@ def _question_problem(question: str) -> str | None:
 def _answer_problem(answer: str, max_words: int) -> str | None:
     if not answer:
         return "empty answer"
+    if len(answer) > MAX_ANSWER_CHARS:
+        return f"long answer ({len(answer):,} characters; short answers have at most {MAX_ANSWER_CHARS})"
     if _CODE.search(answer):
         return "code (the answer looks like program text)"
     if "\n" in answer:

@@ -22,6 +22,9 @@ from knowshift.types import Split
 SPLIT_NAMES = {"train": Split.TRAIN, "dev": Split.DEV, "validation": Split.DEV,
                "valid": Split.DEV, "val": Split.DEV, "test": Split.TEST}  # fmt: skip
 POPQA_COLUMNS = ("subj", "prop", "question", "possible_answers")
+# A fact's question, subject and answers are short texts; a longer field is a document pasted in
+# (or a damaged file), which the probe would feed to the model whole.
+MAX_FIELD_CHARS = 2000
 
 
 def read_entity_questions(root: Path) -> list[RawFact]:
@@ -111,6 +114,10 @@ def _parse_json(text: str, where: object) -> Any:
         raise KnowshiftError(
             f"{where}{at}: malformed JSON ({error.msg}); fix the JSON there"
         ) from None
+    except RecursionError:
+        raise KnowshiftError(
+            f"{where}: JSON nested too deeply to be a fact record; fix the JSON there"
+        ) from None
 
 
 def _json_lines(path: Path, text: str) -> Iterator[tuple[str, Mapping]]:
@@ -125,23 +132,41 @@ def _table_records(
     path: Path, delimiter: str, required: tuple[str, ...], one_of: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, Mapping]]:
     """(where, row) for every data row of a CSV/TSV file, after checking its header."""
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
-    columns = reader.fieldnames or []
-    missing = [name for name in required if name not in columns]
-    if one_of and not any(name in columns for name in one_of):
-        missing.append(" or ".join(one_of))
-    if missing:
-        raise KnowshiftError(
-            f"{path}: missing column {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-            "add it to the header line"
-        )
+    # strict: an unclosed quote is an error, not a field that swallows the rest of the file.
+    text = io.StringIO(read_text(path), newline="")
+    reader = csv.DictReader(text, delimiter=delimiter, strict=True)
+    start = 1  # the line the current record starts on (a quoted field may span lines)
     try:
+        columns = reader.fieldnames or []
+        missing = [name for name in required if name not in columns]
+        if one_of and not any(name in columns for name in one_of):
+            missing.append(" or ".join(one_of))
+        if missing:
+            raise KnowshiftError(
+                f"{path}: missing column {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
+                "add it to the header line"
+            )
+        start = reader.line_num + 1
         for record in reader:
-            yield f"{path} line {reader.line_num}", record
+            where = f"{path} line {start}"
+            if None in record:  # DictReader files surplus fields under None
+                raise KnowshiftError(
+                    f"{where}: more fields than the header has columns; quote fields that "
+                    f"hold {'a tab' if delimiter == chr(9) else 'commas'}"
+                )
+            yield where, record
+            start = reader.line_num + 1
     except csv.Error as error:
-        raise KnowshiftError(
-            f"{path} line {reader.line_num}: {error}; fix the file there"
-        ) from None
+        raise KnowshiftError(f"{path} line {start}: {table_error(error)}") from None
+
+
+def table_error(error: csv.Error) -> str:
+    """What a CSV parse error means, and the fix."""
+    if "unexpected end of data" in str(error):
+        return 'a quoted field is never closed; close its " (write "" for a quote inside it)'
+    if "expected after" in str(error):
+        return 'text after a closing quote; quote the whole field (write "" for a quote inside it)'
+    return f"{error}; fix the file there"
 
 
 def _generic_rows(records: Iterator[tuple[str, Mapping]], path: Path) -> list[RawFact]:
@@ -200,7 +225,17 @@ def _optional_text(record: Mapping, field: str, where: str) -> str | None:
         raise KnowshiftError(
             f"{where}: {field} must be text, got {type(value).__name__}; fix the record"
         )
-    return str(value).strip()
+    return _short(str(value).strip(), field, where)
+
+
+def _short(text: str, field: str, where: str) -> str:
+    """`text`, unless it is too long to be a fact's field."""
+    if len(text) > MAX_FIELD_CHARS:
+        raise KnowshiftError(
+            f"{where}: {field} is {len(text):,} characters long, more than the {MAX_FIELD_CHARS} "
+            "a fact's field may have (a document pasted in?); shorten it or drop the record"
+        )
+    return text
 
 
 def _required_text(record: Mapping, field: str, where: str) -> str:
@@ -221,9 +256,9 @@ def _answers(value: object, where: str, fallback: str | None = None) -> tuple[st
         if isinstance(answer, bool) or not isinstance(answer, str | int | float):
             raise KnowshiftError(f"{where}: answer {answer!r} is not text; give answers as strings")
         if str(answer).strip():
-            answers.append(str(answer).strip())
+            answers.append(_short(str(answer).strip(), "answer", where))
     if not answers and fallback and fallback.strip():
-        answers = [fallback.strip()]
+        answers = [_short(fallback.strip(), "obj", where)]
     if not answers:
         raise KnowshiftError(
             f"{where}: no answers; give at least one non-empty answer (answer or answers)"

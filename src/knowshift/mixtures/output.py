@@ -60,19 +60,48 @@ def write_training_set(
 
 def read_training_set(out_dir: str | Path) -> TrainingSet:
     """Read a set written by `write_training_set`, checking train.jsonl against its manifest."""
+    from knowshift.facts.readers import read_text
+
     out = Path(out_dir)
     for name in (TRAIN_FILE, MANIFEST_FILE):
         if not (out / name).is_file():
             raise KnowshiftError(f"no {name} in {out}; build the set with knowshift build")
-    text = (out / TRAIN_FILE).read_text(encoding="utf-8")
-    manifest = Manifest(**json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8")))
+    text = read_text(out / TRAIN_FILE)
+    manifest_path = out / MANIFEST_FILE
+    manifest = _record(Manifest, _json(read_text(manifest_path), manifest_path), manifest_path)
     if manifest.examples_digest and _digest(text) != manifest.examples_digest:
         raise KnowshiftError(
             f"{out / TRAIN_FILE} does not match its manifest (edited since it was built?); "
             "rebuild it with knowshift build"
         )
-    examples = tuple(Example(**json.loads(line)) for line in text.splitlines() if line)
+    lines = ((f"{out / TRAIN_FILE} line {n}", line) for n, line in enumerate(text.splitlines(), 1))
+    examples = tuple(_record(Example, _json(line, where), where) for where, line in lines if line)
     return TrainingSet(examples, manifest)
+
+
+def _json(text: str, where: object) -> object:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise KnowshiftError(
+            f"{where}: malformed JSON ({reason}); the set is damaged, rebuild it with knowshift build"
+        ) from None
+
+
+def _record(cls: type, value: object, where: object):
+    """`cls(**value)` for a record a set holds, or one line saying the set is damaged."""
+    names = [f.name for f in fields(cls)]
+    if isinstance(value, dict) and set(value) <= set(names):
+        try:
+            return cls(**value)
+        except TypeError:  # a required field is missing
+            pass
+    found = ", ".join(sorted(map(str, value))) if isinstance(value, dict) else type(value).__name__
+    raise KnowshiftError(
+        f"{where}: not a {cls.__name__.lower()} (fields: {found or 'none'}); "
+        "the set is damaged or from another knowshift version, rebuild it with knowshift build"
+    )
 
 
 def manifest_table(manifest: Manifest) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 import torch
 
 from knowshift.errors import KnowshiftError
+from knowshift.models import checks
 from knowshift.models import fingerprint as fp
 from knowshift.models.embedded import EMBEDDED_MODELS, EmbeddedModel
 from knowshift.paths import cache_root
 
+# Files one of which every tokenizer folder has (fast, sentencepiece, BPE and WordPiece ones).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -152,6 +156,8 @@ def _model_directory(name_or_path: str) -> tuple[str, str]:
                 f"{path} is not a model directory (no config.json); give a directory saved "
                 f"with save_pretrained, an embedded name ({', '.join(EMBEDDED_MODELS)}) or a hub id"
             )
+        checks.read_config(path, name_or_path)
+        checks.check_safe_weights(path)
         return str(path), fp.directory_fingerprint(path)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
         return name_or_path, _hub_fingerprint(name_or_path)
@@ -203,16 +209,83 @@ def _converted_gguf(embedded: EmbeddedModel) -> tuple[str, str]:
 
 
 def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool, name: str):
+    """Tokenizer and model of a folder (or hub id), from safetensors only, with errors that say
+    which part of the folder is wrong."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if Path(directory).is_dir():
+        _check_remote_code(Path(directory), name, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        local = Path(directory).is_dir()
+        missing = local and not any((Path(directory) / f).is_file() for f in TOKENIZER_FILES)
+        reason = "it has no tokenizer files" if missing else _first_line(error).rstrip(": ")
+        raise KnowshiftError(
+            f"could not load the tokenizer of model {name!r} ({reason}); the folder needs the "
+            "files tokenizer.save_pretrained writes (tokenizer.json, tokenizer_config.json)"
+        ) from None
+    try:
         model = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+            directory, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
+    except SafetensorError as error:
+        raise KnowshiftError(
+            f"could not load model {name!r}: a weights file is damaged ({_first_line(error)}); "
+            "re-save or re-download the model"
+        ) from None
     except (OSError, ValueError, KeyError) as error:
         raise KnowshiftError(f"could not load model {name!r}: {_first_line(error)}") from None
     return model, tokenizer
+
+
+def _check_remote_code(directory: Path, name: str, trust_remote_code: bool) -> None:
+    """Refuse a folder whose model needs its own code, unless --trust-remote-code was given."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config = checks.read_config(directory, name)
+    checks.check_remote_code(config, name, trust_remote_code, set(CONFIG_MAPPING.keys()))
+
+
+def linear_module_names(name_or_path: str, trust_remote_code: bool = False) -> set[str]:
+    """The names (last part) of a model's linear layers, the modules LoRA can target, from its
+    config alone: the model is built on the meta device, so no weight is read or allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    directory, _ = _model_directory(name_or_path)
+    if Path(directory).is_dir():
+        _check_remote_code(Path(directory), name_or_path, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        raise KnowshiftError(
+            f"could not load model {name_or_path!r}: {_first_line(error)}"
+        ) from None
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+
+
+def model_config(name_or_path: str) -> dict | None:
+    """The config.json of a model (embedded, local or a cached hub snapshot), or None for a hub
+    model that is not in the local cache (nothing is downloaded)."""
+    if name_or_path in EMBEDDED_MODELS:
+        directory = Path(_converted_gguf(EMBEDDED_MODELS[name_or_path])[0])
+    else:
+        directory = Path(name_or_path).expanduser()
+        if not directory.exists():
+            try:
+                directory = _cached_hub_snapshot(name_or_path)
+            except KnowshiftError:
+                return None
+    if not (directory / "config.json").is_file():
+        return None
+    return checks.read_config(directory, name_or_path)
 
 
 def _adapter_directory(adapter: str) -> Path:
@@ -222,6 +295,7 @@ def _adapter_directory(adapter: str) -> Path:
             f"{adapter} is not a PEFT adapter directory (no adapter_config.json); "
             "pass the folder a LoRA run saved"
         )
+    checks.check_safe_weights(path, what="adapter")
     return path
 
 
@@ -229,13 +303,30 @@ def _apply_adapter(model: Any, path: Path) -> tuple[Any, str]:
     from peft import PeftModel
 
     try:
-        wrapped = PeftModel.from_pretrained(model, str(path))
+        with warnings.catch_warnings():  # PEFT's deprecation notices are not the user's business
+            warnings.simplefilter("ignore", FutureWarning)
+            wrapped = PeftModel.from_pretrained(model, str(path))
     except (ValueError, RuntimeError, KeyError) as error:
         raise KnowshiftError(
-            f"adapter {path} does not fit this model ({_first_line(error)}); "
+            f"adapter {path} does not fit this model ({_mismatch(error)}); "
             "use the base model the adapter was trained on"
         ) from None
     return wrapped, fp.directory_fingerprint(path)
+
+
+def _mismatch(error: Exception) -> str:
+    """The line of a state-dict error that names a mismatching weight, else its first line."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    named = next((line for line in lines if line.startswith("size mismatch")), None)
+    if named is None:
+        return _first_line(error)
+    # "size mismatch for W: copying a param with shape A from checkpoint, the shape in current
+    # model is B." -> "W is A in the adapter, B in the model"
+    weight, _, shapes = named.removeprefix("size mismatch for ").partition(": ")
+    found = [part.split("[", 1)[-1].split("]")[0] for part in shapes.split("torch.Size(")[1:]]
+    if len(found) == 2:
+        return f"{weight} is [{found[0]}] in the adapter, [{found[1]}] in the model"
+    return named
 
 
 def _first_line(error: Exception) -> str:

@@ -67,18 +67,27 @@ def load_study(
     file's own."""
     import yaml
 
+    from knowshift.facts.readers import read_text
+
     path = Path(path)
     if not path.is_file():
-        raise KnowshiftError(f"no study file {path}; ready studies are in configs/*.yaml")
+        what = f"{path} is a folder, not a study file" if path.is_dir() else f"no study file {path}"
+        raise KnowshiftError(f"{what}; ready studies are in configs/*.yaml")
+    text = read_text(path)  # non-UTF-8 bytes: one line naming the line
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise KnowshiftError(
-            f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}"
-        ) from None
+        raise KnowshiftError(f"{path} is not valid YAML{_yaml_problem(error)}") from None
+    if document is None:
+        raise KnowshiftError(f"{path} is empty; a study file maps name:, model:, build:, ...")
     return parse_study(document, default_name=path.stem, scale=scale, overrides=overrides)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """ " at line N: what is wrong" of a YAML error (its marks count lines from 0)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    return f"{where}: {getattr(error, 'problem', None) or error}"
 
 
 def parse_study(
@@ -117,7 +126,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise KnowshiftError(f"--set {item!r}: write KEY=VALUE, e.g. --set train.epochs=3")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = _yaml_problem(error).removeprefix(" at line 1")
+            raise KnowshiftError(
+                f"--set {item!r}: the value is not valid YAML{problem}; quote text values, "
+                "write lists as [a, b]"
+            ) from None
     return _checked(parsed, "--set")
 
 
