@@ -123,16 +123,19 @@ def probe(
     for name, relation_facts in sorted(by_relation.items()):
         for start in range(0, len(relation_facts), size):
             chunk = relation_facts[start : start + size]
-            block = Block(
-                facts.relations[name],
-                chunk,
-                sets[name],
-                fmt,
-                config,
-                loaded.fingerprint,
-                params_key,
-            )
-            store.put_probe_results(run_block(engine, block), facts_info)
+            # Another process probing the same facts may have stored some of them meanwhile.
+            stored = store.probed_fact_ids(loaded.fingerprint, params_key, [f.id for f in chunk])
+            if len(stored) < len(chunk):
+                block = Block(
+                    facts.relations[name],
+                    [f for f in chunk if f.id not in stored],
+                    sets[name],
+                    fmt,
+                    config,
+                    loaded.fingerprint,
+                    params_key,
+                )
+                store.put_probe_results(run_block(engine, block), facts_info)
             if progress:
                 progress(len(chunk))
     # 4. Everything asked for, from the store (new and earlier results alike).

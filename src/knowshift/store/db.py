@@ -261,12 +261,24 @@ class Store:
             for e, s, loss, a in rows
         ]
 
-    def probed_fact_ids(self, model_fingerprint: str, params_key: str) -> set[str]:
-        rows = self.connection.execute(
-            "SELECT fact_id FROM probe_results WHERE model_fingerprint = ? AND params_key = ?",
-            (model_fingerprint, params_key),
-        )
-        return {row[0] for row in rows}
+    def probed_fact_ids(
+        self, model_fingerprint: str, params_key: str, fact_ids: Sequence[str] | None = None
+    ) -> set[str]:
+        """The ids of the facts with stored results for a model and settings (of `fact_ids`
+        only, when given: a block's worth, looked up by key)."""
+        query = "SELECT fact_id FROM probe_results WHERE model_fingerprint = ? AND params_key = ?"
+        if fact_ids is None:
+            rows = self.connection.execute(query, (model_fingerprint, params_key))
+            return {row[0] for row in rows}
+        found: set[str] = set()
+        for start in range(0, len(fact_ids), 500):  # SQLite limits the parameters per query
+            part = list(fact_ids[start : start + 500])
+            marks = ", ".join("?" * len(part))
+            rows = self.connection.execute(
+                f"{query} AND fact_id IN ({marks})", (model_fingerprint, params_key, *part)
+            )
+            found.update(row[0] for row in rows)
+        return found
 
     def put_probe_results(
         self, results: Sequence[ProbeResult], facts_info: dict[str, tuple[str, str]]

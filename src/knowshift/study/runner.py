@@ -18,7 +18,6 @@ status is pending, running, done, failed, or dropped (no longer in the study fil
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -26,6 +25,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.study.analyses import study_regression
 from knowshift.study.plan import PlannedRun, Study
@@ -69,8 +69,9 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
 
     started, study_dir, n = time.perf_counter(), Path(study_dir), len(study.runs)
     quiet_transformers()
-    _claim(study_dir, study)
-    with Store.for_workspace(study_dir) as store:
+    # One process at a time runs a study folder (a second would train the same runs into it).
+    with atomic.folder_lock(study_dir, "study run"), Store.for_workspace(study_dir) as store:
+        _claim(study_dir, study)
         # 1. What is left to do (by the runs' stage logs).
         logs = {run.run_id: StageLog(_run_dir(study_dir, run)) for run in study.runs}
         todo = [run for run in study.runs if not logs[run.run_id].complete(run.config)]
@@ -141,10 +142,9 @@ def _claim(study_dir: Path, study: Study) -> None:
         if existing != study.name:
             raise KnowshiftError(f"{study_dir} holds study {existing!r}, not {study.name!r}; "
                                  "pick another --out folder")  # fmt: skip
-    study_dir.mkdir(parents=True, exist_ok=True)
     header = ("# The study as run (its scale and --set overrides applied); "
               f"rerun: knowshift study run {path} --out {study_dir}\n")  # fmt: skip
-    path.write_text(header + yaml.safe_dump(study.document, sort_keys=False))
+    atomic.write_text(path, header + yaml.safe_dump(study.document, sort_keys=False))
 
 
 def _row_id(run: PlannedRun, log: StageLog) -> str:
@@ -185,6 +185,9 @@ def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
         if log.train_run_id() != planned_id:  # the id changed under the study: move its row
             store.put_study_run(ctx.study, planned_id, _row_variant(run), "dropped")
             store.put_study_run(ctx.study, log.train_run_id(), _row_variant(run), "running")
+    # A trained run no longer needs its resume state; removed only once training is logged
+    # done, so a kill before that resumes the finished training instead of redoing it.
+    shutil.rmtree(ctx.run_dir / "state", ignore_errors=True)
     for checkpoint in run.config.eval.checkpoints:
         key = f"eval:{checkpoint}:{eval_facts(run.config)}"
         if key not in log:
@@ -209,16 +212,14 @@ def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
 
 
 def _write_config(run: PlannedRun, run_dir: Path, study: str) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     record = {"run_id": run.run_id, "study": study, "label": run.label, "variant": run.variant,
               "config": run.config.resolved()}  # fmt: skip
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+    atomic.write_json(run_dir / "config.json", record, indent=2, default=str)
 
 
 def _record_failure(store, study: Study, run: PlannedRun, log: StageLog, error: Exception,
                     run_dir: Path) -> None:  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+    atomic.write_text(run_dir / "error.txt", "".join(traceback.format_exception(error)))
     variant = {**_row_variant(run), "error": _one_line(error)}
     store.put_study_run(study.name, _row_id(run, log), variant, "failed")
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.study.analyses import run_analysis
 from knowshift.study.plan import PlannedRun
@@ -63,10 +63,7 @@ class StageLog:
 
     def mark(self, key: str, info: dict | None = None) -> None:
         self.done[key] = info or {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.done, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic.write_json(self.path, self.done, indent=2, sort_keys=True)
 
 
 def stage_keys(config: RunConfig) -> list[str]:
@@ -218,8 +215,7 @@ def train_run_id(ctx: RunContext, set_dir: Path) -> str:
 
 
 def train_stage(ctx: RunContext, set_dir: Path) -> dict[str, Any]:
-    """Fine-tune on the set, measuring after every epoch (an interrupted run resumes); then drop
-    the resume state, which a finished run no longer needs."""
+    """Fine-tune on the set, measuring after every epoch (an interrupted run resumes)."""
     from knowshift.cli_train import format_records
     from knowshift.train.run import run_training
 
@@ -230,7 +226,6 @@ def train_stage(ctx: RunContext, set_dir: Path) -> dict[str, Any]:
         n_dev=c.train.n_dev, n_test=c.train.n_test, device=ctx.device,
     )  # fmt: skip
     print(format_records(result.records), flush=True)
-    shutil.rmtree(ctx.run_dir / "state", ignore_errors=True)
     last = result.records[-1].epoch if result.records else None
     return {"train_run_id": run_id, "early_stop_epoch": result.early_stop_epoch, "last_epoch": last}
 
@@ -291,8 +286,7 @@ def _write_environment(ctx: RunContext) -> None:
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }  # fmt: skip
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.run_dir / "environment.json").write_text(json.dumps(environment, indent=2))
+    atomic.write_json(ctx.run_dir / "environment.json", environment, indent=2)
 
 
 def require_checkpoints(log: StageLog, run_dir: Path) -> None:

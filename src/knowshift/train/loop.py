@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.models import LoadedModel
 from knowshift.train.config import TrainConfig
@@ -91,7 +92,7 @@ def train(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     measuring = _Measurer(loaded, accelerator, model, eval_items)
     # 2. Resume an interrupted run of this folder.
-    records, first_epoch = _resume(out_dir, accelerator)
+    records, first_epoch = _resume(out_dir, accelerator, config)
     best_dev = max((r.accuracy.get(DEV_GROUP, -1.0) for r in records), default=-1.0)
     step = records[-1].step if records else 0
     # 3. Train, measuring after every epoch (or every N steps).
@@ -123,6 +124,7 @@ def train(
                 config.eval_every_steps
                 and accelerator.sync_gradients
                 and step % config.eval_every_steps == 0
+                and len(losses) < len(loader)  # the epoch's own measurement follows at once
             ):
                 _keep(
                     measuring.record(epoch - 1 + len(losses) / len(loader), step, losses),
@@ -149,7 +151,7 @@ def train(
             accelerator, model, loaded.tokenizer, out_dir / "checkpoints" / "last", epoch
         )
         _save_state(accelerator, out_dir, epoch)
-        if config.stop_at_full_train_accuracy and record.accuracy.get("train", 0.0) >= 1.0:
+        if _stops(config, record):
             break
     epoch_records = [r for r in records if float(r.epoch).is_integer()]
     early = (
@@ -292,8 +294,8 @@ def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
 
 
 def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) -> None:
-    """Weights as safetensors (the adapter alone for LoRA), written aside then renamed, by the
-    main process while the others wait."""
+    """Weights as safetensors (the adapter alone for LoRA), written aside then swapped in, by
+    the main process while the others wait; `epoch.json`, written last, marks it complete."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
@@ -301,9 +303,13 @@ def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) ->
     shutil.rmtree(tmp, ignore_errors=True)
     accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    atomic.write_json(tmp / "epoch.json", {"epoch": epoch})
+    atomic.replace_dir(tmp, target)
+
+
+def _stops(config: TrainConfig, record: EpochRecord) -> bool:
+    """Whether training ends after this epoch's measurement, before its last epoch."""
+    return config.stop_at_full_train_accuracy and record.accuracy.get("train", 0.0) >= 1.0
 
 
 def _save_state(accelerator, out_dir: Path, epoch: int) -> None:
@@ -315,29 +321,47 @@ def _save_state(accelerator, out_dir: Path, epoch: int) -> None:
     accelerator.save_state(str(tmp), safe_serialization=True)  # every process takes part
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "epoch.json").write_text(json.dumps({"epoch": epoch}))
-        shutil.rmtree(out_dir / "state", ignore_errors=True)
-        os.replace(tmp, out_dir / "state")
+        atomic.write_json(tmp / "epoch.json", {"epoch": epoch})
+        atomic.replace_dir(tmp, out_dir / "state")
     accelerator.wait_for_everyone()
 
 
-def _resume(out_dir: Path, accelerator) -> tuple[list[EpochRecord], int]:
-    """Records of completed epochs and the epoch to start from (1 for a fresh run)."""
+def _resume(out_dir: Path, accelerator, config: TrainConfig) -> tuple[list[EpochRecord], int]:
+    """Records of completed epochs and the epoch to start from (1 for a fresh run; past the
+    last when the run had already stopped, all its examples fitted)."""
     state = out_dir / "state"
+    if accelerator.is_main_process:  # a kill between the two renames of a save
+        checkpoints = out_dir / "checkpoints"
+        for folder in (state, checkpoints / "last", checkpoints / "early_stop"):
+            atomic.recover_dir(folder)
+    accelerator.wait_for_everyone()
     if not (state / "epoch.json").is_file():
         if accelerator.is_main_process:
             (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         return [], 1
     done = json.loads((state / "epoch.json").read_text())["epoch"]
     accelerator.load_state(str(state))
-    records = []
-    for line in (out_dir / "metrics.jsonl").read_text().splitlines():
-        record = EpochRecord(**json.loads(line))
-        if record.epoch <= done:
-            records.append(record)
     # Drop lines of an epoch that was measured but whose state was not saved.
+    records = [r for r in _read_metrics(out_dir / "metrics.jsonl") if r.epoch <= done]
     if accelerator.is_main_process:
-        (out_dir / "metrics.jsonl").write_text(
-            "".join(json.dumps(r.__dict__) + "\n" for r in records)
+        atomic.write_text(
+            out_dir / "metrics.jsonl", "".join(json.dumps(r.__dict__) + "\n" for r in records)
         )
-    return records, done + 1
+    stopped = bool(records) and records[-1].epoch == done and _stops(config, records[-1])
+    return records, (config.epochs + 1 if stopped else done + 1)
+
+
+def _read_metrics(path: Path) -> list[EpochRecord]:
+    """The records of metrics.jsonl. Its last line may be torn (the machine died while it was
+    appended); that line is dropped, as its epoch is re-measured anyway."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(EpochRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            if number < len(lines):
+                raise KnowshiftError(
+                    f"{path} line {number} is damaged; delete the run folder to train it anew"
+                ) from None
+    return records

@@ -9,12 +9,15 @@ the run folder and the results database under the run's id (a hash of its resolv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 from knowshift.train.config import TrainConfig
@@ -80,23 +83,40 @@ def run_training(
     }  # fmt: skip
     run_id = run_id_of(resolved)
     out_dir = Path(out_dir)
-    _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve())
-    # Beside the identity: what analyses need later (group sizes turn fitted shares into counts).
+    with _run_lock(out_dir):  # one process at a time trains into a folder
+        _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve())
+        _register(store, run_id, resolved, training_set, items, out_dir, Path(data_dir))
+        # 3. Train (in float32 weights; `precision` sets the autocast), recording as it goes.
+        loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
+        pairs = [(e.prompt, e.completion) for e in training_set.examples]
+
+        def record(r: EpochRecord) -> None:
+            store.put_train_record(run_id, r.epoch, r.step, r.train_loss, r.accuracy)
+
+        return run_id, train(loaded, pairs, items, config, out_dir, on_record=record)
+
+
+def _register(store: Store, run_id: str, resolved: dict, training_set, items, out_dir: Path,
+              data_dir: Path) -> None:  # fmt: skip
+    """The run's config in the store, and beside its identity what analyses need later (group
+    sizes turn fitted shares into counts)."""
+    manifest = training_set.manifest
     group_sizes = Counter(group for item in items for group in item.groups)
     store.register_run(
         run_id,
         {**resolved, "group_sizes": dict(sorted(group_sizes.items())), "out_dir": str(out_dir.resolve()),
-         "data_dir": str(Path(data_dir).resolve()), "probe_params_key": manifest.params_key,
-         "template": template, "train_relations": sorted(train_relations)},
+         "data_dir": str(data_dir.resolve()), "probe_params_key": manifest.params_key,
+         "template": manifest.spec.get("template", "plain"),
+         "train_relations": sorted({e.relation for e in training_set.examples})},
     )  # fmt: skip
-    # 3. Train (in float32 weights; `precision` sets the autocast), recording as it goes.
-    loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
-    pairs = [(e.prompt, e.completion) for e in training_set.examples]
 
-    def record(r: EpochRecord) -> None:
-        store.put_train_record(run_id, r.epoch, r.step, r.train_loss, r.accuracy)
 
-    return run_id, train(loaded, pairs, items, config, out_dir, on_record=record)
+def _run_lock(out_dir: Path):
+    """The run folder's lock, so a second process cannot train into the same folder at once.
+    Only the main process of a distributed launch (RANK 0) takes it; the others follow it."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return atomic.folder_lock(out_dir, "training run")
 
 
 def _claim_folder(out_dir: Path, run_id: str, resolved: dict, data_dir: Path) -> None:
@@ -112,11 +132,6 @@ def _claim_folder(out_dir: Path, run_id: str, resolved: dict, data_dir: Path) ->
         return
     from knowshift.versions import environment_versions
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     versions = environment_versions()
-    info.write_text(
-        json.dumps(
-            {"run_id": run_id, "config": resolved, "data_dir": str(data_dir), "versions": versions},
-            indent=2,
-        )
-    )
+    record = {"run_id": run_id, "config": resolved, "data_dir": str(data_dir), "versions": versions}
+    atomic.write_json(info, record, indent=2)
