@@ -209,7 +209,7 @@ def evaluate(*extra: str, model: Callable[[Env, Path], Path] | None = None) -> M
     return make
 
 
-def audit(text: str | None, name: str = "data.jsonl", *extra: str) -> Make:
+def audit(text: str | bytes | None, name: str = "data.jsonl", *extra: str) -> Make:
     """`knowshift audit` of a fine-tuning file written in the case's folder (None: facts_file)."""
 
     def make(env: Env, tmp: Path) -> list[str]:
@@ -358,6 +358,12 @@ CASES: list[tuple[str, Make, str]] = [
      "unknown checkpoint 'best'; valid: early_stop, last"),
     ("study-unknown-model-key", study(lambda env: tiny_study(env, model={"nmae": "x"})),
      "unknown model key 'nmae' (did you mean 'name'?)"),
+    ("study-unknown-fact-source",
+     study(lambda env: tiny_study(env, facts={"source": "jsonll:facts.jsonl"})),
+     "unknown fact source in facts.source 'jsonll' (did you mean 'jsonl'?)"),
+    ("study-variant-unknown-recipe",
+     study(lambda env: tiny_study(env, variants=[{"build.recipe": "idk:unknown-ration"}])),
+     "unknown recipe 'unknown-ration' (did you mean 'unknown-ratio'?)"),
     # --- fractions outside [0, 1] -----------------------------------------------------------------
     ("build-frac-biased-below-0", build("--recipe", "entity-bias", "--frac-biased", "-0.2"),
      "--frac-biased must be between 0 and 1, got -0.2"),
@@ -386,6 +392,13 @@ CASES: list[tuple[str, Make, str]] = [
      "unknown model"),
     ("study-run-unknown-relation", study(lambda env: tiny_study(env, facts={"relations": ["capitol"]}), "run"),
      "unknown relation in facts.relations of jsonl:"),
+    # --- outputs and workspaces that cannot be -------------------------------------------------
+    ("report-out-is-a-folder",
+     lambda env, tmp: ["report", str(env.workspace), "--out", str(tmp)],
+     "is a folder; give the HTML file to write"),
+    ("analyze-regression-without-a-workspace",
+     lambda env, tmp: ["analyze", "regression", "--workspace", str(tmp / "typo")],
+     "no results database"),
     # --- model paths that are not models --------------------------------------------------------
     ("train-model-empty-dir", train(model=empty_dir), "is not a model directory (no config.json)"),
     ("audit-model-dir-of-a-text-file", audit_model(text_dir), "is not a model directory (no config.json)"),
@@ -430,6 +443,8 @@ CASES: list[tuple[str, Make, str]] = [
      "no example is a short-answer question to probe (long prompt: 1)"),
     ("audit-csv-quote-never-closed", audit('prompt,completion\n"Q: What is the capital of Kalo?,Mor\n', "data.csv"),
      "data.csv line 2: a quoted field is never closed"),
+    ("audit-not-utf8", audit(json.dumps(ROW).encode() + b"\n" + b'{"prompt": "Q: Caf\xe9?", "completion": "x"}\n'),
+     "data.jsonl line 2: not UTF-8 (byte 0xe9); re-save the file as UTF-8"),
     ("audit-every-field-empty", audit('{"prompt": "", "completion": ""}\n' * 6),
      "no example is a short-answer question to probe (no question: 6)"),
 ]  # fmt: skip

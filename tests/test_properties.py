@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -71,9 +71,27 @@ PLAUSIBLE_RECORDS = st.fixed_dictionaries(
 )
 
 
+_SCRATCH: list[Path] = []  # this module's folder (hypothesis runs many examples per test)
+_NUMBERS = itertools.count()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch(tmp_path_factory):
+    """A folder for the examples' files, which pytest's temporary-folder policy cleans up."""
+    _SCRATCH.append(tmp_path_factory.mktemp("properties"))
+    yield
+    _SCRATCH.clear()
+
+
+def _fresh_folder() -> Path:
+    folder = _SCRATCH[0] / str(next(_NUMBERS))
+    folder.mkdir()
+    return folder
+
+
 def _write(name: str, data: bytes | str) -> Path:
-    """A fresh temporary file holding `data` (hypothesis runs many examples per test)."""
-    path = Path(tempfile.mkdtemp(prefix="knowshift-prop-")) / name
+    """A fresh file holding `data`."""
+    path = _fresh_folder() / name
     path.write_bytes(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     return path
 
@@ -159,7 +177,7 @@ def test_random_popqa_tables_never_crash_the_popqa_loader(rows):
     st.lists(FACT_RECORDS, max_size=4) | JSON_VALUES | st.binary(max_size=40),
     max_size=4))  # fmt: skip
 def test_random_entity_questions_folders_never_crash_the_loader(files):
-    root = Path(tempfile.mkdtemp(prefix="knowshift-prop-eq-"))
+    root = _fresh_folder()
     for (split, relation), content in files.items():
         (root / split).mkdir(exist_ok=True)
         data = content if isinstance(content, bytes) else json.dumps(content).encode()
@@ -174,7 +192,7 @@ TEXTS = st.text(max_size=40) | st.sampled_from(["USA", "the U.S.", "Côte d’Iv
 
 @SETTINGS
 @given(text=TEXTS)
-def test_normal_forms_are_trimmed_single_spaced_and_lower_case(text):
+def test_normal_forms_are_trimmed_single_spaced_and_stable(text):
     normal = normalize_answer(text)
     assert normal == " ".join(normal.split())
     assert normal == normalize_answer(normal)

@@ -322,10 +322,15 @@ def best_mastered(pair, base, facts, pool, args):
 
 def _regression(args: argparse.Namespace) -> int:
     from knowshift.analysis.regression import fit_regression, format_regression, regression_points
-    from knowshift.store import Store
+    from knowshift.store import Store, database_path
 
     if not 0 < args.confidence < 1:
         raise KnowshiftError("--confidence must be between 0 and 1 (e.g. 0.95)")
+    if not database_path(args.workspace).is_file():  # do not leave an empty database behind
+        raise KnowshiftError(
+            f"no results database {database_path(args.workspace)}; check --workspace, or train "
+            "runs first (knowshift train)"
+        )
     with Store.for_workspace(args.workspace) as store:
         result = fit_regression(regression_points(store, args.runs), args.confidence)
     print(format_regression(result))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from knowshift.errors import KnowshiftError
 
 
 def add_commands(commands) -> None:
@@ -18,5 +21,7 @@ def add_commands(commands) -> None:
 def _report(args: argparse.Namespace) -> int:
     from knowshift.report import write_report
 
+    if args.out and Path(args.out).is_dir():
+        raise KnowshiftError(f"--out {args.out} is a folder; give the HTML file to write")
     print(f"wrote {write_report(args.study_dir, args.out)}")
     return 0

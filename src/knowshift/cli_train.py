@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     out, new_run = Path(args.out), not Path(args.out).exists()
     with (
         removed_if_failed(Path(args.workspace), when=lambda: new_run and not out.exists()),
-        removed_if_failed(out, keep_if_any_but="run.json"),  # the inner one runs first
+        removed_if_failed(out, keep_if_any_but="run.json"),  # cleans up before the outer one looks
         Store.for_workspace(args.workspace) as store,
     ):
         run_id, result = run_training(
