@@ -12,6 +12,7 @@ reads the events behind the child) and could race the child's own exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -82,10 +83,12 @@ def counted(spec, args, kill):
 counted.n = 0
 
 def pause(go):
-    # At the first call: say so with a file beside `go`, then wait until `go` exists.
+    # At the first call: say so with a file beside `go`, then wait until `go` exists (or give
+    # up after 5 minutes, so a test that failed meanwhile leaves no process waiting for ever).
     if not os.path.exists(f"{go}.{os.getpid()}"):
         open(f"{go}.{os.getpid()}", "w").close()
-        while not os.path.exists(go):
+        deadline = time.monotonic() + 300
+        while not os.path.exists(go) and time.monotonic() < deadline:
             time.sleep(0.01)
 
 def child(request):
@@ -154,6 +157,7 @@ class Zygote:
         self.timeout = timeout
         self.events: defaultdict[int, list[str]] = defaultdict(list)
         self.exits: dict[int, int] = {}
+        self.running: set[int] = set()  # started, not yet reported ended
         self.process = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -165,6 +169,9 @@ class Zygote:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        for pid in self.running:  # left running by a failed test
+            with contextlib.suppress(ProcessLookupError):  # ended since, unread
+                os.kill(pid, signal.SIGKILL)
         self.process.stdin.close()
         self.process.kill()
         self.process.wait()
@@ -181,7 +188,9 @@ class Zygote:
         self.process.stdin.flush()
         while not (line := self._line()).startswith("pid "):
             self._note(line)
-        return int(line.removeprefix("pid "))
+        pid = int(line.removeprefix("pid "))
+        self.running.add(pid)
+        return pid
 
     def wait(self, pid: int) -> Outcome:
         """Wait for a started command to end."""
@@ -200,6 +209,7 @@ class Zygote:
             self.events[int(pid)].append(rest[0])
         elif kind == "exit":
             self.exits[int(pid)] = int(rest[0])
+            self.running.discard(int(pid))
 
     def _line(self) -> str:
         ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)

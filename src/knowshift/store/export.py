@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 
 EXPORT_FORMATS = (".jsonl", ".parquet")
@@ -19,16 +19,14 @@ def export_rows(rows: Sequence[dict], path: str | Path) -> Path:
         raise KnowshiftError(
             f"cannot export to {path.name}: use a file ending in .jsonl or .parquet"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if path.suffix == ".jsonl":
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic.writing(path) as tmp:
+        if path.suffix == ".jsonl":
+            with tmp.open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-    os.replace(tmp, path)
+            pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
     return path
