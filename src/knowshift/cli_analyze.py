@@ -326,10 +326,12 @@ def _regression(args: argparse.Namespace) -> int:
 
     if not 0 < args.confidence < 1:
         raise KnowshiftError("--confidence must be between 0 and 1 (e.g. 0.95)")
-    if not database_path(args.workspace).is_file():  # do not leave an empty database behind
+    path = database_path(args.workspace)
+    if not path.is_file():  # do not leave an empty database behind
+        named = f"no run {args.runs[0]!r}: " if args.runs else ""
         raise KnowshiftError(
-            f"no results database {database_path(args.workspace)}; check --workspace, or train "
-            "runs first (knowshift train)"
+            f"{named}no results database {path}; check --workspace, or train runs first "
+            "(knowshift train)"
         )
     with Store.for_workspace(args.workspace) as store:
         result = fit_regression(regression_points(store, args.runs), args.confidence)
