@@ -196,6 +196,7 @@ def _shift(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from knowshift.analysis.shift import category_shift, format_shift
+    from knowshift.models.fingerprint import model_fingerprint
     from knowshift.models.loader import quiet_transformers
     from knowshift.store import Store
 
@@ -213,6 +214,9 @@ def _shift(args: argparse.Namespace) -> int:
             )
         bars[role].update(n)
 
+    # Both models must resolve before the workspace is opened (and maybe created).
+    model_fingerprint(pair.base)
+    model_fingerprint(pair.tuned, pair.adapter)
     with Store.for_workspace(args.workspace) as store:
         result = category_shift(
             pair, store, targets, facts, config, device=args.device, progress=progress

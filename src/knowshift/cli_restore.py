@@ -142,16 +142,19 @@ def _sweep(args: argparse.Namespace) -> int:
 def _base_categories(pair, targets, workspace: str) -> dict:
     """The base model's stored categories of the targets (the run's probe settings), if any."""
     from knowshift.models.fingerprint import model_fingerprint
-    from knowshift.store import Store
+    from knowshift.store import Store, database_path
 
     key = pair.probe_key
-    with Store.for_workspace(workspace) as store:
-        fingerprint = model_fingerprint(pair.base)
-        keys = [key] if key else [k for k, _ in store.settings_with_results(fingerprint, "exact")]
-        for k in keys:
-            results = store.probe_results(fingerprint, k, [f.id for f in targets])
-            if results:
-                return {r.fact_id: r.category for r in results}
+    if database_path(workspace).is_file():  # else nothing is stored: create no workspace here
+        with Store.for_workspace(workspace) as store:
+            fingerprint = model_fingerprint(pair.base)
+            keys = (
+                [key] if key else [k for k, _ in store.settings_with_results(fingerprint, "exact")]
+            )
+            for k in keys:
+                results = store.probe_results(fingerprint, k, [f.id for f in targets])
+                if results:
+                    return {r.fact_id: r.category for r in results}
     print(f"note: no stored categories of {pair.base} for these facts; accuracy is reported overall only",
           file=sys.stderr)  # fmt: skip
     return {}
