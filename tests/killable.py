@@ -158,6 +158,7 @@ class Zygote:
         self.events: defaultdict[int, list[str]] = defaultdict(list)
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()  # started, not yet reported ended
+        self.pending = b""  # read from the zygote, not yet a whole line
         self.process = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -212,11 +213,15 @@ class Zygote:
             self.running.discard(int(pid))
 
     def _line(self) -> str:
-        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
-        assert ready, f"no word from the commands in {self.timeout} s"
-        line = self.process.stdout.readline().decode()
-        assert line, "the zygote died"
-        return line.strip()
+        # Read the pipe unbuffered: a line already read into a buffer would not wake select.
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+            assert ready, f"no word from the commands in {self.timeout} s"
+            data = os.read(self.process.stdout.fileno(), 65536)
+            assert data, "the zygote died"
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.decode().strip()
 
 
 # At the n-th event: after a delay (s); at a whole-file write, once this share of it is written.
