@@ -28,6 +28,11 @@ from knowshift.errors import KnowshiftError
 LOCK_FILE = ".lock"
 
 
+class FolderInUseError(KnowshiftError):
+    """Another process holds the folder's lock. The folder is that process's work in progress:
+    whoever catches this must leave the folder alone."""
+
+
 def temporary_name(path: Path) -> Path:
     """A hidden name beside `path`, private to this process."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -89,10 +94,10 @@ def recover_dir(target: Path) -> None:
 
 @contextmanager
 def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold `folder`'s lock while the block runs; another holder is a clear error.
+    """Hold `folder`'s lock while the block runs; another holder raises FolderInUseError.
 
-    `what` names the work in the message ("study", "training run"). Where the platform has no
-    `flock` (Windows) this only creates the folder.
+    `what` names the work in the message ("study run", "training run"). Where the platform has
+    no `flock` (Windows) this only creates the folder.
     """
     folder = Path(folder)
     try:
@@ -110,7 +115,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise KnowshiftError(
+            raise FolderInUseError(
                 f"{folder} is in use by another knowshift {what} ({holder}); "
                 "wait for it to finish, or use another folder"
             ) from None
