@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from knowshift.analysis.pair import resolve_pair
 from knowshift.cli import main
+from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 
 
@@ -136,3 +138,25 @@ def test_bad_analysis_input_is_one_clear_line(argv, message, tmp_path, capsys):
     assert main([*argv, "--workspace", str(tmp_path / "ws")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+DAMAGED_RUN_JSON = {
+    "not-json": b"{not json",
+    "not-utf8": b'{"run_id": "\xe9"}',
+    "a-list": b"[1, 2]",
+    "no-config": b'{"run_id": "0123456789abcdef"}',
+    "config-a-string": b'{"run_id": "0123456789abcdef", "config": "x"}',
+    "model-not-a-string": b'{"run_id": "0123456789abcdef", "config": {"model": 3}}',
+    "data-dir-not-a-string": b'{"run_id": "0123456789abcdef", "config": {"model": "m"}, "data_dir": 1}',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("content", DAMAGED_RUN_JSON.values(), ids=DAMAGED_RUN_JSON.keys())
+@pytest.mark.parametrize("given_as", ["run", "tuned"])
+def test_a_damaged_run_json_is_a_clear_error_for_every_caller(content, given_as, tmp_path):
+    # resolve_pair itself checks the file (the study's eval stage calls it without the CLI).
+    (tmp_path / "checkpoints" / "last").mkdir(parents=True)
+    (tmp_path / "run.json").write_bytes(content)
+    with pytest.raises(KnowshiftError, match="run.json is damaged") as error:
+        resolve_pair(**{given_as: str(tmp_path)})
+    assert str(tmp_path / "run.json") in str(error.value) and "--out folder" in str(error.value)

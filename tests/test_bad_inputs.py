@@ -423,6 +423,10 @@ CASES: list[tuple[str, Make, str]] = [
     ("eval-adapter-on-another-base",
      lambda env, tmp: evaluate("--adapter", str(env.lora), model=lambda e, t: e.other)(env, tmp),
      "does not fit this model"),
+    # The model loads before the run is recorded: the shared workspace gets no train_runs row.
+    ("train-adapter-of-another-base-into-a-used-workspace",
+     lambda env, tmp: train("--adapter", str(env.other_adapter), "--workspace", str(env.workspace))(env, tmp),
+     "does not fit this model"),
     ("train-set-built-for-another-model", train(model=lambda env, tmp: env.other),
      "was built from the probe results of"),
     ("analyze-run-checkpoint-of-another-model", analyze(run=lambda env: env.lying_run),

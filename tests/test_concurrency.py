@@ -100,6 +100,36 @@ def test_a_second_training_into_the_same_folder_is_refused(
         assert len(store.train_records(run_id)) == 6
 
 
+def test_a_refused_training_leaves_the_folder_it_lost_alone(
+    zygote, planted_model_dir, facts_file, tmp_path
+):
+    # Both start with no run folder; the second is held until the first holds the folder (its
+    # run.json written, nothing else yet). The refused one must not remove that folder as its
+    # own leftover from a failed start.
+    build, train = _training_commands(planted_model_dir, facts_file)
+    setup = _folder(tmp_path / "setup")
+    for argv in (_probe_args(planted_model_dir, facts_file), build):
+        assert zygote.run(argv, setup).status == 0, tail(setup)
+    train = [str(setup / a) if a in ("set", "ws", "run") else a for a in train]
+    go_second, go_first = tmp_path / "go-second", tmp_path / "go-first"
+    second = zygote.start(
+        train, _folder(tmp_path / "second"), pause=("knowshift.train.run:_run_lock", go_second)
+    )
+    _held(zygote, go_second, [second])
+    assert not (setup / "run").exists()
+    first = zygote.start(train, _folder(tmp_path / "first"),
+                         pause=("knowshift.store.db:Store.register_run", go_first))  # fmt: skip
+    _held(zygote, go_first, [first])
+    go_second.touch()
+    assert zygote.wait(second).status == 2
+    assert f"in use by another knowshift training run (pid {first})" in tail(tmp_path / "second")
+    assert (setup / "run" / "run.json").is_file()
+    go_first.touch()
+    assert zygote.wait(first).status == 0, tail(tmp_path / "first")
+    metrics = (setup / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [0.5, 1, 1.5, 2, 2.5, 3]
+
+
 def test_a_second_run_of_the_same_study_folder_is_refused(
     zygote, planted_model_dir, facts_file, tmp_path
 ):
@@ -126,11 +156,8 @@ def test_a_second_run_of_the_same_study_folder_is_refused(
 # Writers that start together (at a shared wall-clock instant) and write overlapping keys.
 WRITER = """
 import sys, time
-import knowshift.versions
 from knowshift.store import Store
 from knowshift.types import Category, ProbeResult
-
-knowshift.versions.environment_versions = lambda: {}  # spares each writer importing torch
 
 path, index, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from knowshift.errors import KnowshiftError
 from knowshift.models import EMBEDDED_MODELS, load_model, loader, resolve_device, resolve_dtype
-from knowshift.models.fingerprint import directory_fingerprint
+from knowshift.models.fingerprint import directory_fingerprint, file_digest
+from knowshift.paths import cache_root
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +82,71 @@ def test_unreadable_config_is_an_error_not_a_traceback(model_copy):
     with pytest.raises(KnowshiftError, match="could not load model") as caught:
         load_model(str(model_copy), device="cpu", dtype="float32")
     assert "\n" not in str(caught.value)
+
+
+# --- the cached conversion of an embedded model ---------------------------------------------
+
+
+class _Converted:
+    """Stands in for a de-quantised model or tokenizer: `save_pretrained` writes `files`, then
+    runs `meanwhile` (what another process does while this one converts)."""
+
+    def __init__(self, files: dict[str, str], meanwhile=lambda: None):
+        self.files, self.meanwhile = files, meanwhile
+        self.hf_quantizer, self.config = None, types.SimpleNamespace(quantization_config=None)
+
+    def save_pretrained(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in self.files.items():
+            (folder / name).write_text(text)
+        self.meanwhile()
+
+
+def _stand_in_embedded(monkeypatch, tmp_path, meanwhile) -> Path:
+    """An embedded model whose "conversion" writes a weights file holding "ours" and then runs
+    `meanwhile(target)`; returns the folder its conversion is cached in."""
+    import transformers
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF stand-in")
+    embedded = dataclasses.replace(
+        EMBEDDED_MODELS["smollm2-135m"], distributions=(), locate=lambda: gguf
+    )
+    monkeypatch.setitem(EMBEDDED_MODELS, "smollm2-135m", embedded)
+    target = cache_root() / "models" / f"smollm2-135m-{file_digest(gguf)[:16]}"
+    model = _Converted({"model.safetensors": "ours"}, lambda: meanwhile(target))
+    tokenizer = _Converted({"tokenizer.json": "{}"})
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tokenizer)
+    return target
+
+
+def _conversion(target: Path, weights: str, complete: bool) -> None:
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_text(weights)
+    if complete:
+        (target / "complete").write_text("done")
+
+
+def test_a_conversion_another_process_finished_meanwhile_is_kept(monkeypatch, tmp_path):
+    # Two processes convert at once; the other one finishes first and may be loading its copy:
+    # this one must not delete it or rename its own over it.
+    target = _stand_in_embedded(
+        monkeypatch, tmp_path, lambda target: _conversion(target, "theirs", complete=True)
+    )
+    assert loader.model_directory("smollm2-135m") == target
+    assert (target / "model.safetensors").read_text() == "theirs"
+    assert [p.name for p in target.parent.iterdir() if p.name != ".lock"] == [target.name]
+
+
+def test_a_killed_conversion_is_replaced_by_a_complete_one(monkeypatch, tmp_path):
+    target = _stand_in_embedded(
+        monkeypatch, tmp_path, lambda target: _conversion(target, "half", complete=False)
+    )
+    assert loader.model_directory("smollm2-135m") == target
+    assert (target / "model.safetensors").read_text() == "ours"
+    assert (target / "complete").is_file() and (target / "tokenizer.json").is_file()
+    assert [p.name for p in target.parent.iterdir() if p.name != ".lock"] == [target.name]
 
 
 # --- fingerprints ----------------------------------------------------------------------------

@@ -178,13 +178,33 @@ def test_a_run_records_its_settings_data_and_versions(twice):
     assert {k: stored[k] for k in config} == config
 
 
-@pytest.mark.xfail(reason="train/ records neither the resolved device and precision ('auto' "
-                   "depends on the hardware) nor versions in the database row, nor the content "
-                   "of the fact file its held-out items come from (reported to the lead)")  # fmt: skip
 def test_a_run_records_its_device_precision_and_facts_content(twice):
     info = json.loads((twice["run-a"] / "run.json").read_text())
     with Store.for_workspace(twice["ws-a"]) as store:
         stored = store.run_config(info["run_id"])
     assert "versions" in stored
-    assert {"device", "precision"} <= set(info.get("environment", info))
+    assert set(stored["versions"]) >= LIBRARIES
+    assert info["environment"] == {"device": "cpu", "precision": "fp32"}
+    assert {"device": "cpu", "precision": "fp32"}.items() <= stored.items()
     assert "facts_digest" in info["config"]
+
+
+def test_an_edited_facts_file_is_another_run(twice, planted_model_dir, facts_file, tmp_path):
+    # The held-out items come from the facts: rerunning a run folder after editing its fact
+    # file would measure other items under the same id. It is another run: the folder refuses it.
+    facts = tmp_path / "facts.jsonl"
+    facts.write_bytes(facts_file.read_bytes())
+    run = tmp_path / "run"
+    argv = ["train", "--model", str(planted_model_dir), "--data", str(twice["set-a"]), "--out",
+            str(run), "--workspace", str(twice["ws-a"]), "--epochs", "1", "--precision", "fp32",
+            "--device", "cpu", "--n-dev", "4", "--n-test", "8", "--facts", f"jsonl:{facts}"]  # fmt: skip
+    _ok(argv)
+    before = (run / "run.json").read_bytes()
+    rows = [json.loads(line) for line in facts.read_text().splitlines()]
+    rows[-1]["answers"] = ["Somewhere else"]
+    facts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    stderr = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(stderr):
+        assert main(argv) == 2
+    assert "holds another run" in stderr.getvalue()
+    assert (run / "run.json").read_bytes() == before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -148,3 +150,24 @@ def test_register_settings_is_idempotent(store):
     store.register_settings("key-exact", "exact", {"k_shot": 99}, {"torch": "y"})
     rows = store.connection.execute("SELECT params_key, params FROM probe_settings").fetchall()
     assert rows == [("key-exact", '{"k_shot": 4}')]
+
+
+STORE_AN_ANALYSIS = """
+import sys, tempfile
+from knowshift.store import Store
+from knowshift.versions import environment_versions
+
+with Store.for_workspace(tempfile.mkdtemp()) as store:
+    store.put_analysis("eval", "run:last", {}, {"exact": 0.5})
+print(sorted(environment_versions()), "torch" in sys.modules, "transformers" in sys.modules)
+"""
+
+
+def test_storing_an_analysis_records_the_versions_without_importing_torch():
+    # `knowshift analyze regression` stores an analysis and needs no model: it must not pay
+    # for importing torch just to write down torch's version.
+    done = subprocess.run([sys.executable, "-c", STORE_AN_ANALYSIS], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("] ")[1].split() == ["False", "False"]
+    assert "'torch'" in done.stdout and "'transformers'" in done.stdout

@@ -159,3 +159,19 @@ def test_runs_with_other_precisions_in_one_process(planted, planted_model_dir, t
         config = TrainConfig(epochs=1, precision=precision, grad_accum=1 + index)
         result = train(_fresh(planted_model_dir), pairs, items, config, tmp_path / f"r{index}")
         assert len(result.records) == 1
+
+
+def test_a_run_folder_from_before_the_facts_digest_still_resumes(tmp_path):
+    # Run ids once left out the facts' content; a folder such a run started resumes under its
+    # own id, and any other run is still refused.
+    from knowshift.atomic import write_json
+    from knowshift.train.run import _folder_run_id, run_id_of
+
+    resolved = {"data": "d", "model": "m", "facts": "jsonl:f", "facts_digest": "abc"}
+    legacy = {k: v for k, v in resolved.items() if k != "facts_digest"}
+    write_json(tmp_path / "run.json", {"run_id": run_id_of(legacy), "config": legacy})
+    assert _folder_run_id(tmp_path, run_id_of(resolved), resolved) == run_id_of(legacy)
+    other = {**resolved, "model": "another"}
+    with pytest.raises(KnowshiftError, match="holds another run"):
+        _folder_run_id(tmp_path, run_id_of(other), other)
+    assert _folder_run_id(tmp_path / "new", run_id_of(resolved), resolved) == run_id_of(resolved)

@@ -93,8 +93,9 @@ def recover_dir(target: Path) -> None:
 
 
 @contextmanager
-def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold `folder`'s lock while the block runs; another holder raises FolderInUseError.
+def folder_lock(folder: str | Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold `folder`'s lock while the block runs; another holder raises FolderInUseError, or,
+    with `wait`, is waited for (for short critical sections such as a rename into a cache).
 
     `what` names the work in the message ("study run", "training run"). Where the platform has
     no `flock` (Windows) this only creates the folder.
@@ -111,7 +112,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         return
     with (folder / LOCK_FILE).open("a+", encoding="utf-8") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"

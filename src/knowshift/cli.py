@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from knowshift.atomic import FolderInUseError
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.paths import default_workspace
 
@@ -308,10 +309,15 @@ def removed_if_failed(
     keep_if_any_but: keep the folder when it holds any file besides this one and hidden ones
         (locks, temporary files): then work was done.
     when: remove only if this also holds at the time of the failure.
+
+    A FolderInUseError is never cleaned up after: the folder, even one that did not exist when
+    this command started, is another process's work in progress.
     """
     existed = path.exists()
     try:
         yield
+    except FolderInUseError:
+        raise
     except KnowshiftError:
         work = keep_if_any_but is not None and any(
             p.is_file() and p.name != keep_if_any_but and not p.name.startswith(".")

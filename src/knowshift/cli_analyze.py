@@ -4,10 +4,8 @@ runs one analysis of knowshift.analysis, prints a table and stores the result.""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, fields
-from pathlib import Path
 
 from knowshift.errors import KnowshiftError
 from knowshift.paths import default_workspace
@@ -100,34 +98,14 @@ def resolve(args: argparse.Namespace):
 
 
 def checked_pair(run: str | None, **options):
-    """`resolve_pair(run, **options)`, after checking the run folders' run.json, and checking
+    """`resolve_pair(run, **options)` (which checks the run folders' run.json), after checking
     that the fine-tuned model can be a fine-tune of the base (same architecture)."""
     from knowshift.analysis.pair import resolve_pair
 
-    for folder in (run, options.get("tuned")):
-        if folder:
-            check_run_json(Path(folder))
     pair = resolve_pair(run, **options)
     if pair.adapter is None and pair.tuned != pair.base:
         _check_same_architecture(pair)
     return pair
-
-
-def check_run_json(folder: Path) -> None:
-    """A run folder's run.json, if it has one, must be what knowshift train wrote."""
-    path = folder / "run.json"
-    if not path.is_file():
-        return
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        sound = isinstance(info["run_id"], str) and isinstance(info["config"]["model"], str)
-    except (ValueError, TypeError, KeyError):
-        sound = False
-    if not sound:
-        raise KnowshiftError(
-            f"{path} is damaged (not the run.json knowshift train writes); retrain into a new "
-            "--out folder, or give the models with --base and --tuned"
-        )
 
 
 def _check_same_architecture(pair) -> None:

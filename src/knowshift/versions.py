@@ -12,22 +12,25 @@ OTHER_LIBRARIES = ("peft", "accelerate", "tokenizers", "safetensors", "numpy")
 
 
 def environment_versions() -> dict[str, str]:
-    """knowshift, torch, transformers, Python and the other libraries' versions of this process
-    (read from the installed metadata, so the libraries are not imported)."""
-    import torch
-    import transformers
+    """knowshift, torch, transformers, Python and the other libraries' versions of this process.
 
+    Read from the installed packages' metadata, so nothing is imported: storing an analysis
+    (`knowshift analyze regression`) does not pay for importing torch. The device a result ran
+    on is recorded by the stages that hold a model (they have torch imported already).
+    """
     import knowshift
 
-    versions = {
-        "knowshift": knowshift.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
+    versions = {"knowshift": knowshift.__version__}
+    for name in ("torch", "transformers"):
+        versions[name] = _installed_version(name)
+    versions["python"] = platform.python_version()
     for name in OTHER_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        versions[name] = _installed_version(name)
     return versions
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"

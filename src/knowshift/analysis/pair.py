@@ -60,6 +60,8 @@ def resolve_pair(
             raise KnowshiftError(
                 "name what to analyse: --run RUN_FOLDER, or --tuned MODEL (and --base MODEL)"
             )
+        if tuned is not None and (Path(tuned) / "run.json").is_file():
+            read_run_json(Path(tuned))  # a damaged one fails here, not as a model that won't load
         if tuned is not None and _is_run_folder(Path(tuned)):
             return resolve_pair(
                 tuned, base=base, checkpoint=checkpoint, facts_spec=facts_spec, data=data
@@ -75,6 +77,29 @@ def _is_run_folder(path: Path) -> bool:
     return (path / "run.json").is_file() and (path / "checkpoints").is_dir()
 
 
+def read_run_json(run_dir: Path) -> dict:
+    """The run.json `knowshift train` wrote in `run_dir`; one that is not (unreadable, not
+    JSON, or missing the run's id or base model) is a KnowshiftError naming it and the fix."""
+    path = run_dir / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        config = info["config"]
+        sound = (
+            isinstance(info["run_id"], str)
+            and isinstance(config["model"], str)
+            and isinstance(config.get("facts"), str | None)
+            and isinstance(info.get("data_dir"), str | None)
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        sound = False
+    if not sound:
+        raise KnowshiftError(
+            f"{path} is damaged (not the run.json knowshift train writes); retrain into a new "
+            "--out folder, or give the models with --base and --tuned"
+        )
+    return info
+
+
 def _from_run(
     run_dir: Path, base: str | None, checkpoint: str, facts_spec: str | None, data: str | None
 ) -> ModelPair:
@@ -86,7 +111,7 @@ def _from_run(
         )
     if checkpoint not in CHECKPOINTS:
         raise unknown_name("checkpoint", checkpoint, CHECKPOINTS)
-    info = json.loads((run_dir / "run.json").read_text())
+    info = read_run_json(run_dir)
     config = info["config"]
     folder = run_dir / "checkpoints" / checkpoint
     if not folder.is_dir():

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.models import checks
 from knowshift.models import fingerprint as fp
@@ -198,14 +199,27 @@ def _converted_gguf(embedded: EmbeddedModel) -> tuple[str, str]:
     # The de-quantised model is plain float32; drop the GGUF marker so it can be saved.
     model.hf_quantizer = None
     del model.config.quantization_config
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    tmp = atomic.temporary_name(target)  # this process's own: another may convert at once
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "complete").write_text(gguf_fingerprint)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)  # a half-written conversion is never taken as complete
+    _commit_conversion(tmp, target)
     return str(target), gguf_fingerprint
+
+
+def _commit_conversion(tmp: Path, target: Path) -> None:
+    """Rename the finished conversion `tmp` in as `target`, so a half-written one is never taken
+    as complete. A complete `target` is never removed, since another process may be loading it:
+    if one converted the same model first, its copy is kept and this one dropped. The check and
+    the rename happen under the cache's lock, so two processes cannot both find no copy and
+    replace each other's; readers need no lock (they only read complete copies)."""
+    with atomic.folder_lock(target.parent, "model conversion", wait=True):
+        if (target / "complete").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        shutil.rmtree(target, ignore_errors=True)  # what a killed conversion left, if anything
+        os.rename(tmp, target)
 
 
 def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool, name: str):

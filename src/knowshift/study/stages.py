@@ -201,17 +201,11 @@ def train_run_id(ctx: RunContext, set_dir: Path) -> str:
     """The id `run_training` will give this run (the hash of the same resolved settings), so the
     study can record the run under it before training; `train_stage` checks it afterwards."""
     from knowshift.mixtures import read_training_set
-    from knowshift.train.run import heldout_sizes, run_id_of
+    from knowshift.train.run import run_id_of, run_identity
 
-    c, manifest = ctx.run.config, read_training_set(set_dir).manifest
-    default_dev, default_test = heldout_sizes(manifest.n_examples)
-    return run_id_of({
-        "data": manifest.examples_digest, "model": c.model.name, "adapter": None,
-        "base_fingerprint": manifest.model_fingerprint, "train": asdict(c.train.config),
-        "n_dev": c.train.n_dev if c.train.n_dev is not None else default_dev,
-        "n_test": c.train.n_test if c.train.n_test is not None else default_test,
-        "facts": ctx.facts.source,
-    })  # fmt: skip
+    c = ctx.run.config
+    return run_id_of(run_identity(read_training_set(set_dir), c.model.name, None, c.train.config,
+                                  c.train.n_dev, c.train.n_test, ctx.facts))  # fmt: skip
 
 
 def train_stage(ctx: RunContext, set_dir: Path) -> dict[str, Any]:

@@ -284,13 +284,21 @@ def _scheduler(optimizer, config: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
-    """bf16 autocast where it is fast (CUDA with bf16, or a CPU with bf16 matmul units)."""
+def resolved_precision(config: TrainConfig, device: torch.device) -> str:
+    """The precision a run trains in on `device`: fp32, bf16 or fp16. `auto` is bf16 autocast
+    where it is fast (CUDA with bf16, or a CPU with bf16 matmul units), so it depends on the
+    machine, and a run records what it resolved to."""
     if config.precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    return {"fp32": "no"}.get(config.precision, config.precision)
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return config.precision
+
+
+def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
+    """accelerate's name of the run's precision ("no" for fp32)."""
+    precision = resolved_precision(config, device)
+    return "no" if precision == "fp32" else precision
 
 
 def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) -> None:

@@ -22,7 +22,7 @@ from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 from knowshift.train.config import TrainConfig
 from knowshift.train.items import example_items, heldout_items
-from knowshift.train.loop import EpochRecord, TrainResult, train
+from knowshift.train.loop import EpochRecord, TrainResult, resolved_precision, train
 
 
 def heldout_sizes(n_examples: int) -> tuple[int, int]:
@@ -34,6 +34,24 @@ def heldout_sizes(n_examples: int) -> tuple[int, int]:
 def run_id_of(config: dict) -> str:
     """The run's id: a hash of its resolved configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_identity(training_set, model: str, adapter: str | None, config: TrainConfig,
+                 n_dev: int | None, n_test: int | None, facts) -> dict:  # fmt: skip
+    """What makes a run what it is (its id is the hash of this): the set's content, the model,
+    the settings, the held-out sizes (None: the set's default) and the facts' content, so an
+    edited fact file measures other held-out items and is another run."""
+    from knowshift.probe.run import facts_digest
+
+    manifest = training_set.manifest
+    default_dev, default_test = heldout_sizes(len(training_set.examples))
+    return {
+        "data": manifest.examples_digest, "model": model, "adapter": adapter,
+        "base_fingerprint": manifest.model_fingerprint, "train": asdict(config),
+        "n_dev": n_dev if n_dev is not None else default_dev,
+        "n_test": n_test if n_test is not None else default_test,
+        "facts": facts.source, "facts_digest": facts_digest(facts),
+    }  # fmt: skip
 
 
 def run_training(
@@ -68,26 +86,24 @@ def run_training(
         r.fact_id: r.category
         for r in store.probe_results(manifest.model_fingerprint, manifest.params_key)
     }
-    template = manifest.spec.get("template", "plain")
+    # 2. The run's identity; what to measure after each epoch.
+    resolved = run_identity(training_set, model, adapter, config, n_dev, n_test, facts)
     train_relations = {e.relation for e in training_set.examples}
-    n_examples = len(training_set.examples)
-    default_dev, default_test = heldout_sizes(n_examples)
-    n_dev = n_dev if n_dev is not None else default_dev
-    n_test = n_test if n_test is not None else default_test
     items = example_items(training_set.examples)
-    items += heldout_items(facts, categories, train_relations, template, n_dev, n_test)
-    # 2. The run's identity and folder.
-    resolved = {
-        "data": manifest.examples_digest, "model": model, "adapter": adapter, "base_fingerprint": manifest.model_fingerprint,
-        "train": asdict(config), "n_dev": n_dev, "n_test": n_test, "facts": facts.source,
-    }  # fmt: skip
-    run_id = run_id_of(resolved)
+    items += heldout_items(facts, categories, train_relations, manifest.spec.get("template", "plain"),
+                           resolved["n_dev"], resolved["n_test"])  # fmt: skip
     out_dir = Path(out_dir)
     with _run_lock(out_dir):  # one process at a time trains into a folder
-        _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve())
-        _register(store, run_id, resolved, training_set, items, out_dir, Path(data_dir))
-        # 3. Train (in float32 weights; `precision` sets the autocast), recording as it goes.
+        run_id = _folder_run_id(out_dir, run_id_of(resolved), resolved)
+        # 3. The model (in float32 weights; `precision` sets the autocast), loaded before the
+        # run is recorded anywhere, so a model that fails to load leaves no trace of the run.
         loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
+        environment = {"device": str(loaded.device),
+                       "precision": resolved_precision(config, loaded.device)}  # fmt: skip
+        _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve(), environment)
+        _register(store, run_id, {**resolved, **environment}, training_set, items, out_dir,
+                  Path(data_dir))  # fmt: skip
+        # 4. Train, recording as it goes.
         pairs = [(e.prompt, e.completion) for e in training_set.examples]
 
         def record(r: EpochRecord) -> None:
@@ -98,8 +114,11 @@ def run_training(
 
 def _register(store: Store, run_id: str, resolved: dict, training_set, items, out_dir: Path,
               data_dir: Path) -> None:  # fmt: skip
-    """The run's config in the store, and beside its identity what analyses need later (group
-    sizes turn fitted shares into counts)."""
+    """The run's config in the store, and beside its identity what it ran with (versions,
+    device, precision) and what analyses need later (group sizes turn fitted shares into
+    counts)."""
+    from knowshift.versions import environment_versions
+
     manifest = training_set.manifest
     group_sizes = Counter(group for item in items for group in item.groups)
     store.register_run(
@@ -107,7 +126,8 @@ def _register(store: Store, run_id: str, resolved: dict, training_set, items, ou
         {**resolved, "group_sizes": dict(sorted(group_sizes.items())), "out_dir": str(out_dir.resolve()),
          "data_dir": str(data_dir.resolve()), "probe_params_key": manifest.params_key,
          "template": manifest.spec.get("template", "plain"),
-         "train_relations": sorted({e.relation for e in training_set.examples})},
+         "train_relations": sorted({e.relation for e in training_set.examples}),
+         "versions": environment_versions()},
     )  # fmt: skip
 
 
@@ -119,19 +139,36 @@ def _run_lock(out_dir: Path):
     return atomic.folder_lock(out_dir, "training run")
 
 
-def _claim_folder(out_dir: Path, run_id: str, resolved: dict, data_dir: Path) -> None:
-    """Write the run's config to its folder; refuse a folder that holds another run."""
+def _folder_run_id(out_dir: Path, run_id: str, resolved: dict) -> str:
+    """The id of the run in `out_dir`: `run_id`, for a new folder or one that holds this run
+    (it resumes); any other run there is refused."""
+    info = out_dir / "run.json"
+    if not info.is_file():
+        return run_id
+    existing = json.loads(info.read_text(encoding="utf-8"))
+    if existing.get("run_id") == run_id:
+        return run_id
+    # A run started before its id held the facts' content resumes under the id it has.
+    legacy = {k: v for k, v in resolved.items() if k != "facts_digest"}
+    if "facts_digest" not in existing.get("config", {}) and existing.get("run_id") == run_id_of(
+        legacy
+    ):
+        return existing["run_id"]
+    raise KnowshiftError(
+        f"{out_dir} holds another run ({existing.get('run_id')}) with other settings; "
+        "pick a new --out folder or delete that one"
+    )
+
+
+def _claim_folder(out_dir: Path, run_id: str, resolved: dict, data_dir: Path,
+                  environment: dict) -> None:  # fmt: skip
+    """Write the run's config to a new run folder, with the versions, device and precision it
+    runs with (a resumed run keeps the record its first start wrote)."""
     info = out_dir / "run.json"
     if info.is_file():
-        existing = json.loads(info.read_text()).get("run_id")
-        if existing != run_id:
-            raise KnowshiftError(
-                f"{out_dir} holds another run ({existing}) with other settings; "
-                "pick a new --out folder or delete that one"
-            )
         return
     from knowshift.versions import environment_versions
 
-    versions = environment_versions()
-    record = {"run_id": run_id, "config": resolved, "data_dir": str(data_dir), "versions": versions}
+    record = {"run_id": run_id, "config": resolved, "data_dir": str(data_dir),
+              "versions": environment_versions(), "environment": environment}  # fmt: skip
     atomic.write_json(info, record, indent=2)
