@@ -13,19 +13,16 @@ that need a model use the planted one; most fail before it is loaded.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
-from knowshift.cli import main
+from helpers import run_cli
 
 GOOD = '{"question": "What is the capital of Kalo?", "answers": ["Mivane"]}\n'
 ROW = {"prompt": "Q: What is the capital of Kalo?\nA:", "completion": " Mor\n"}
@@ -55,19 +52,8 @@ def private_cache(tmp_path_factory):
         yield
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    """main() in-process; SystemExit (argparse) is read as a status, like a shell would."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, stdout.getvalue(), stderr.getvalue()
-
-
 def _ok(argv: list[str]) -> None:
-    status, _, stderr = _run(argv)
+    status, _, stderr = run_cli(argv)
     assert status == 0, stderr
 
 
@@ -480,7 +466,7 @@ def test_bad_input_is_one_line_status_2_and_changes_nothing(
     monkeypatch.setenv("KNOWSHIFT_WORKSPACE", str(tmp_path / "default-workspace"))
     argv = make(env, tmp_path)
     before = _snapshot(env.root, env.model, tmp_path)
-    status, stdout, stderr = _run(argv)
+    status, stdout, stderr = run_cli(argv)
     lines = stderr.splitlines()
     assert status == 2, stderr
     assert stdout == ""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import run_cli
 
 from knowshift.cli import main
 from knowshift.models.embedded import EMBEDDED_MODELS
@@ -239,22 +240,11 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    """main() in-process, with SystemExit (argparse) read as a status like a shell would."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, stdout.getvalue(), stderr.getvalue()
-
-
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_status_2_and_leaves_the_database(case, probed, tmp_path):
     extra, pattern = BAD_INPUTS[case]
     before = _db_state(probed.workspace)
-    status, stdout, stderr = _run([*probed.args, *extra(tmp_path)])
+    status, stdout, stderr = run_cli([*probed.args, *extra(tmp_path)])
     assert status == 2
     assert stdout == ""
     line = _one_error_line(stderr)
@@ -274,7 +264,7 @@ def test_missing_embedded_package_names_the_install_command(probed, monkeypatch,
 
 def test_a_database_that_is_not_one_is_left_as_it_was(planted_model_dir, facts_file, tmp_path):
     database = _write(tmp_path / "knowshift.db", "not a database\n" * 100)
-    status, _, stderr = _run(_probe_args(planted_model_dir, facts_file, tmp_path))
+    status, _, stderr = run_cli(_probe_args(planted_model_dir, facts_file, tmp_path))
     assert status == 2
     assert "is not a usable knowshift database" in _one_error_line(stderr)
     assert database.read_text() == "not a database\n" * 100

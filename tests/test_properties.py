@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import TOY_STUDY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -251,14 +252,7 @@ def test_random_bytes_never_crash_the_fine_tuning_file_reader(data, suffix):
 
 # --- study files ------------------------------------------------------------------------------
 
-VALID = {
-    "name": "toy",
-    "model": {"name": "some-model"},
-    "facts": {"source": "jsonl:facts.jsonl"},
-    "probe": {"limit": 32},
-    "build": {"recipe": "unknown-ratio", "size": 8, "split": "test"},
-    "train": {"epochs": 2, "lr": 1e-3},
-}
+VALID = TOY_STUDY
 SECTION_KEYS = {
     "model": ["name", "dtype", "nmae"],
     "facts": ["source", "relations"],

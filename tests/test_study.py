@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TOY_STUDY
 
 from knowshift.cli import main
 from knowshift.errors import KnowshiftError
@@ -22,12 +23,7 @@ from knowshift.study import load_study, parse_study
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 BASE = {
-    "name": "toy",
-    "model": {"name": "some-model"},
-    "facts": {"source": "jsonl:facts.jsonl"},
-    "probe": {"limit": 32},
-    "build": {"recipe": "unknown-ratio", "size": 8, "split": "test"},
-    "train": {"epochs": 2, "lr": 1e-3},
+    **TOY_STUDY,
     "grid": {"build.frac_unknown": [0, 0.5, 1.0], "train.lr": [1e-3, 3e-3]},
     "variants": [{"label": "D_Known", "build.recipe": "known-only"},
                  {"build.recipe": "idk:unknown-ratio"}],

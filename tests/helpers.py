@@ -1,0 +1,30 @@
+"""Small helpers several test files share."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
+from knowshift.cli import main
+
+# A minimal valid study document (no grid): the parser's tests extend or damage it.
+TOY_STUDY = {
+    "name": "toy",
+    "model": {"name": "some-model"},
+    "facts": {"source": "jsonl:facts.jsonl"},
+    "probe": {"limit": 32},
+    "build": {"recipe": "unknown-ratio", "size": 8, "split": "test"},
+    "train": {"epochs": 2, "lr": 1e-3},
+}
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """main() in-process, with SystemExit (argparse) read as a status like a shell would.
+    Returns (status, stdout, stderr)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+    return status, stdout.getvalue(), stderr.getvalue()
