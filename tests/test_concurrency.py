@@ -74,14 +74,19 @@ def test_two_probes_of_overlapping_facts_share_one_workspace(
         assert len(rows) == n and all(row in together for row in rows)
 
 
-def test_a_second_training_into_the_same_folder_is_refused(
-    zygote, planted_model_dir, facts_file, tmp_path
-):
+def _prepared_training(zygote, planted_model_dir, facts_file, tmp_path) -> tuple[Path, list[str]]:
+    """Probe and build in tmp_path/setup; returns it and the train command (run folder not made)."""
     build, train = _training_commands(planted_model_dir, facts_file)
     setup = _folder(tmp_path / "setup")
     for argv in (_probe_args(planted_model_dir, facts_file), build):
         assert zygote.run(argv, setup).status == 0, tail(setup)
-    train = [str(setup / a) if a in ("set", "ws", "run") else a for a in train]
+    return setup, [str(setup / a) if a in ("set", "ws", "run") else a for a in train]
+
+
+def test_a_second_training_into_the_same_folder_is_refused(
+    zygote, planted_model_dir, facts_file, tmp_path
+):
+    setup, train = _prepared_training(zygote, planted_model_dir, facts_file, tmp_path)
     go = tmp_path / "go"
     first = zygote.start(
         train, _folder(tmp_path / "first"), pause=("knowshift.train.loop:_keep", go)
@@ -106,11 +111,7 @@ def test_a_refused_training_leaves_the_folder_it_lost_alone(
     # Both start with no run folder; the second is held until the first holds the folder (its
     # run.json written, nothing else yet). The refused one must not remove that folder as its
     # own leftover from a failed start.
-    build, train = _training_commands(planted_model_dir, facts_file)
-    setup = _folder(tmp_path / "setup")
-    for argv in (_probe_args(planted_model_dir, facts_file), build):
-        assert zygote.run(argv, setup).status == 0, tail(setup)
-    train = [str(setup / a) if a in ("set", "ws", "run") else a for a in train]
+    setup, train = _prepared_training(zygote, planted_model_dir, facts_file, tmp_path)
     go_second, go_first = tmp_path / "go-second", tmp_path / "go-first"
     second = zygote.start(
         train, _folder(tmp_path / "second"), pause=("knowshift.train.run:_run_lock", go_second)
