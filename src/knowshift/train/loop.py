@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +265,11 @@ def _trainable(model: Any, config: TrainConfig) -> Any:
         r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules), use_rslora=config.use_rslora, task_type="CAUSAL_LM",
     )  # fmt: skip
-    return get_peft_model(model, lora)
+    with (
+        warnings.catch_warnings()
+    ):  # PEFT reads a deprecated transformers attribute; not the user's
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
