@@ -272,6 +272,24 @@ def test_status_lists_the_runs(finished, capsys):
 
 # The study in a subprocess whose second run stops after its first epoch's resume state is saved,
 # writes a marker and waits there to be killed.
+def test_studies_of_one_model_share_their_probing(
+    finished, planted_model_dir, facts_file, tmp_path, capsys
+):
+    _, cache = finished  # a workspace holding the tiny study's probe results
+    document = {**_tiny_study(planted_model_dir, facts_file), "name": "tiny-b",
+                "grid": {"build.frac_unknown": [0.5]}, "analyses": [], "study_analyses": []}  # fmt: skip
+    path, out = _write(tmp_path / "b.yaml", document), tmp_path / "b"
+    assert main(["study", "run", str(path), "--out", str(out), "--probe-cache", str(cache)]) == 0
+    err = capsys.readouterr().err
+    with Store.for_workspace(out) as mine, Store.for_workspace(cache) as shared:
+        rows = mine.probe_rows()
+        # Every fact this study needed was probed by the first one: taken, none computed anew.
+        assert f"probe: {len(rows)} results taken from" in err and len(rows) > 0
+        assert "probe: 0 new results added" in err
+        ids = {row["fact_id"] for row in rows}
+        assert rows == [row for row in shared.probe_rows() if row["fact_id"] in ids]
+
+
 KILLED_STUDY = """
 import pathlib, sys, time
 import knowshift.train.loop as loop

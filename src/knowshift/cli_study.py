@@ -21,6 +21,7 @@ def add_commands(commands) -> None:
     _study_args(run)
     run.add_argument("--out", help="study folder (default: WORKSPACE/<study name>)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _probe_cache_arg(run)
     run.set_defaults(handler=_run)
     status = actions.add_parser("status", help="the runs of a study folder and their status")
     status.add_argument("study_dir", help="a folder written by knowshift study run")
@@ -31,10 +32,20 @@ def add_commands(commands) -> None:
     )
     demo.add_argument("--out", default=str(default_workspace() / "demo"), help="study folder")
     demo.add_argument("--device", default="auto")
+    _probe_cache_arg(demo)
     demo.add_argument("--scale", type=float, help="multiply the demo's sizes")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a setting of every run, e.g. train.epochs=1")  # fmt: skip
     demo.set_defaults(handler=_demo)
+
+
+def _probe_cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe-cache", default="auto", metavar="WORKSPACE",
+        help="a workspace whose stored probe results the study reuses and adds to, so studies "
+        "of one model share their probing; 'none': probe for this study alone (default: the "
+        "folder that holds the study folder, when it is the workspace or holds a knowshift.db)",
+    )  # fmt: skip
 
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_inputs(study, args.device)
     print(format_plan(study), file=sys.stderr)
     out = Path(args.out) if args.out else default_workspace() / study.name
-    return _execute(study, out, args.device)
+    return _execute(study, out, args.device, args.probe_cache)
 
 
 def _check_inputs(study, device: str) -> None:
@@ -88,15 +99,16 @@ def _check_inputs(study, device: str) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from knowshift.study.demo import demo_study
 
-    return _execute(demo_study(args.scale, tuple(args.overrides)), Path(args.out), args.device)
+    study = demo_study(args.scale, tuple(args.overrides))
+    return _execute(study, Path(args.out), args.device, args.probe_cache)
 
 
-def _execute(study, out: Path, device: str) -> int:
+def _execute(study, out: Path, device: str, probe_cache: str) -> int:
     """Run the study, write its report; the exit status is the number of failed runs (0: none;
     at most 99), plus 1 when the report could not be written."""
     from knowshift.study.runner import run_study
 
-    outcome = run_study(study, out, device=device)
+    outcome = run_study(study, out, device=device, probe_cache=_cache_database(probe_cache, out))
     report_failed = _write_report(out)
     minutes, seconds = divmod(round(outcome.seconds), 60)
     print(f"study {study.name}: {outcome.n_done}/{outcome.n_runs} runs done "
@@ -105,6 +117,21 @@ def _execute(study, out: Path, device: str) -> int:
     for failure in outcome.failures:
         print(f"  failed: {failure}", file=sys.stderr)
     return min(99, len(outcome.failures) + report_failed)
+
+
+def _cache_database(choice: str, out: Path) -> Path | None:
+    """The results database a study shares its probing with (--probe-cache)."""
+    from knowshift.store import database_path
+
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if Path(choice).is_file():
+            raise KnowshiftError(f"--probe-cache {choice}: give a workspace folder, not a file")
+        return database_path(choice)
+    parent = out.resolve().parent
+    shared = parent == default_workspace().resolve() or database_path(parent).is_file()
+    return database_path(parent) if shared else None
 
 
 def _write_report(study_dir: Path) -> int:

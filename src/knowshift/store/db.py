@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -86,6 +87,27 @@ def database_path(workspace: str | Path) -> Path:
     return Path(workspace) / "knowshift.db"
 
 
+BUSY_SECONDS = 60  # how long a writer waits for another process's transaction
+
+
+def _initialise(connection: sqlite3.Connection) -> None:
+    """WAL mode and the schema. Several processes opening a new database at once can get
+    "database is locked" here without SQLite's busy handler waiting (switching the journal mode
+    needs the database to itself), so this retries until BUSY_SECONDS have passed."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + 0.08 * random.random())  # jitter: the openers do not retry in step
+
+
 class Store:
     """Access to one workspace's results database; use it as a context manager to close it."""
 
@@ -100,10 +122,8 @@ class Store:
             ) from None
         connection = None
         try:
-            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
+            connection = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+            _initialise(connection)
             _check_schema(connection)
         except sqlite3.DatabaseError as error:
             if connection is not None:
@@ -310,6 +330,41 @@ class Store:
                 " ON CONFLICT DO NOTHING",
                 rows,
             )
+
+    def copy_probe_results(
+        self, source: Store, model_fingerprint: str, params_key: str, fact_ids: Sequence[str]
+    ) -> int:
+        """Copy `source`'s stored results of a model and settings for `fact_ids` (and what the
+        settings key stands for) into this database, keeping rows already here. Returns the
+        number of rows added. Rows are copied as stored, so results are identical on both sides."""
+        settings = source.connection.execute(
+            f"SELECT {', '.join(SETTINGS_COLUMNS)} FROM probe_settings WHERE params_key = ?",
+            (params_key,),
+        ).fetchone()
+        if settings is None:
+            return 0
+        names = (*RESULT_COLUMNS, "created_at")
+        columns = ", ".join(names)
+        query = (f"SELECT {columns} FROM probe_results WHERE model_fingerprint = ? "
+                 "AND params_key = ? AND fact_id IN ")  # fmt: skip
+        rows = []
+        for start in range(0, len(fact_ids), 500):  # SQLite limits the parameters per query
+            part = list(fact_ids[start : start + 500])
+            marks = "(" + ", ".join("?" * len(part)) + ")"
+            rows += source.connection.execute(
+                query + marks, (model_fingerprint, params_key, *part)
+            ).fetchall()
+        with self._transaction():
+            self.connection.execute(
+                "INSERT INTO probe_settings VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", settings
+            )
+            added = self.connection.total_changes
+            self.connection.executemany(
+                f"INSERT INTO probe_results ({columns}) VALUES "
+                f"({', '.join('?' * len(names))}) ON CONFLICT DO NOTHING",
+                rows,
+            )
+        return self.connection.total_changes - added
 
     def probe_results(
         self, model_fingerprint: str, params_key: str, fact_ids: Iterable[str] | None = None

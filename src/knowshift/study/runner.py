@@ -61,8 +61,11 @@ def echo_stderr(line: str) -> None:
 
 
 def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
-              echo: Echo = echo_stderr) -> StudyOutcome:  # fmt: skip
-    """Run every unfinished run of `study` in `study_dir`, then the study's analyses."""
+              echo: Echo = echo_stderr,
+              probe_cache: str | Path | None = None) -> StudyOutcome:  # fmt: skip
+    """Run every unfinished run of `study` in `study_dir`, then the study's analyses.
+    `probe_cache`: a results database (file) whose probe results of the same model and
+    settings the study reuses and adds its own to (None: the study probes for itself)."""
     from knowshift.facts import load_facts
     from knowshift.models.loader import quiet_transformers
     from knowshift.store import Store
@@ -79,7 +82,8 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
              f"-> {study_dir}")  # fmt: skip
         # 2. Probe once per base model and setting; build every set (both reuse finished work).
         facts = {s: load_facts(s) for s in sorted({r.config.facts.source for r in todo})}
-        sources, errors = probe_stage(todo, facts, store, device, echo) if todo else ({}, {})
+        cache = _probe_cache(probe_cache, store.path)
+        sources, errors = probe_stage(todo, facts, store, device, echo, cache) if todo else ({}, {})
         contexts = {}
         for run in todo:
             _write_config(run, _run_dir(study_dir, run), study.name)
@@ -126,6 +130,14 @@ def _run_each(store, study: Study, contexts: dict[str, RunContext], logs: dict[s
                 )
                 echo(f"{tag}: FAILED: {_one_line(error)} (see runs/{run.run_id}/error.txt)")
     return failures
+
+
+def _probe_cache(probe_cache: str | Path | None, own: Path) -> Path | None:
+    """The shared probe database, unless there is none or it is the study's own."""
+    if probe_cache is None:
+        return None
+    path = Path(probe_cache)
+    return None if path.resolve() == own.resolve() else path
 
 
 def _run_dir(study_dir: Path, run: PlannedRun) -> Path:

@@ -94,9 +94,12 @@ def digest(settings: Any) -> str:
 
 
 def probe_stage(
-    runs: Sequence[PlannedRun], facts: dict[str, FactSet], store, device: str, echo: Echo
-) -> tuple[dict[str, ProbeSource], dict[str, Exception]]:
+    runs: Sequence[PlannedRun], facts: dict[str, FactSet], store, device: str, echo: Echo,
+    probe_cache: Path | None = None,
+) -> tuple[dict[str, ProbeSource], dict[str, Exception]]:  # fmt: skip
     """Probe what `runs` need (their pools and test facts), each model and setting once.
+    `probe_cache`, another results database, lends its stored results of the same model and
+    settings before probing and receives the new ones after, so studies share their probing.
     Returns the probe source of every run, and the error of every run whose probe failed."""
     groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
@@ -107,7 +110,7 @@ def probe_stage(
     for members in groups.values():
         try:
             source = _probe_group(
-                members, facts[members[0].config.facts.source], store, device, echo
+                members, facts[members[0].config.facts.source], store, device, echo, probe_cache
             )
             sources.update({run.run_id: source for run in members})
         except Exception as error:  # every run of the group fails with it; the others go on
@@ -116,14 +119,16 @@ def probe_stage(
 
 
 def _probe_group(
-    runs: Sequence[PlannedRun], facts: FactSet, store, device: str, echo: Echo
-) -> ProbeSource:
+    runs: Sequence[PlannedRun], facts: FactSet, store, device: str, echo: Echo,
+    probe_cache: Path | None,
+) -> ProbeSource:  # fmt: skip
     from tqdm import tqdm
 
     from knowshift.facts.select import select_facts
     from knowshift.models import load_model
     from knowshift.probe.prompts import prompt_format
     from knowshift.probe.run import probe, settings_key, validate_config
+    from knowshift.store import Store
 
     first = runs[0].config
     config = first.probe.probe_config()
@@ -137,11 +142,20 @@ def _probe_group(
     loaded = load_model(first.model.name, device=device, dtype=first.model.dtype)
     prompt_format(config.prompt_format, loaded.tokenizer)  # chat needs a template: fail now
     dtype = str(loaded.dtype).removeprefix("torch.")
+    params_key, params = settings_key(config, facts, dtype)
     echo(f"probe: {len(targets)} facts of {facts.source} with {first.model.name} "
          f"({config.estimator}, {loaded.device}, {dtype}); stored results are reused")  # fmt: skip
+    ids = sorted(targets)
+    if probe_cache is not None:
+        with Store(probe_cache) as shared:
+            lent = store.copy_probe_results(shared, loaded.fingerprint, params_key, ids)
+        echo(f"probe: {lent} results taken from {probe_cache}")
     with tqdm(total=len(targets), desc="probe", unit="fact", dynamic_ncols=True) as bar:
         probe(loaded, facts, list(targets.values()), config, store, progress=bar.update)
-    params_key, params = settings_key(config, facts, dtype)
+    if probe_cache is not None:
+        with Store(probe_cache) as shared:
+            given = shared.copy_probe_results(store, loaded.fingerprint, params_key, ids)
+        echo(f"probe: {given} new results added to {probe_cache}")
     return ProbeSource(loaded.fingerprint, params_key, params)
 
 
