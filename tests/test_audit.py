@@ -304,6 +304,10 @@ def test_question_is_taken_out_of_its_prompt_template(prompt, question):
         ("Paris. It is in France.", "long-form answer (2 sentences)"),
         ("Paris\nFrance", "long-form answer (several lines)"),
         ("print(1 + 1);", "code"),
+        (
+            "The sea is wide and deep;\nits secrets it will keep;",
+            "long-form answer (several lines)",
+        ),
         ("```python\nx = 1\n```", "code"),
         ("one two three four five six seven eight nine", "long answer (9 words"),
         ("", "empty answer"),
@@ -325,8 +329,9 @@ def test_expected_effect_comes_from_runs_of_the_same_model(
     audited = jsonl_audit
     workspace = shutil.copytree(Path(audited.args[audited.args.index("--workspace") + 1]), tmp_path / "ws")  # fmt: skip
     fingerprint = model_fingerprint(str(planted_model_dir))
-    with Store.for_workspace(workspace) as store:
-        for run, (n_known, n_unknown) in enumerate([(40, 0), (30, 10), (20, 20), (10, 30)]):
+    for run, (n_known, n_unknown) in enumerate([(40, 0), (30, 10), (20, 20), (10, 30)]):
+        # Half the runs in the workspace, half in a study folder inside it (as study run puts them).
+        with Store.for_workspace(workspace if run % 2 else workspace / "a-study") as store:
             for model, b_unknown in ((fingerprint, -8.3), ("another-model", 50.0)):
                 run_id = f"{model}-{run}"
                 sizes = {"train": 40, "train/Known": n_known, "train/Unknown": n_unknown}

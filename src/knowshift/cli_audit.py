@@ -4,6 +4,7 @@ fine-tuning file, example by example, and the file filtered or relabelled accord
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -140,10 +141,12 @@ def _run_audit(args: argparse.Namespace, sft, config) -> int:
     quiet_transformers()
     model = ModelChoice(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     loaded = _load_unless_stored(args, model)
-    with Store.for_workspace(args.workspace) as store:
+    with Store.for_workspace(args.workspace) as store, contextlib.ExitStack() as studies:
         with tqdm(unit="fact", dynamic_ncols=True, disable=None, file=sys.stderr) as bar:
             result = audit(sft, model, config, store, args.max_answer_words, bar.update, loaded)
-        effect = expected_effect(store, result)
+        # The runs of studies (knowshift study run) sit in study folders inside the workspace.
+        found = [studies.enter_context(Store(path)) for path in _study_databases(args.workspace)]
+        effect = expected_effect([store, *found], result)
     print(summary_table(result))
     print(format_effect(effect, args.workspace), flush=True)  # before the notes on stderr
     if args.out:
@@ -157,3 +160,9 @@ def _run_audit(args: argparse.Namespace, sft, config) -> int:
         print(f"wrote {path}: {n_changed} Unknown examples answered {args.refusal!r}",
               file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _study_databases(workspace: str) -> list[Path]:
+    """The results databases of the study folders in a workspace (two levels down at most)."""
+    root = Path(workspace)
+    return sorted({*root.glob("*/knowshift.db"), *root.glob("*/*/knowshift.db")})

@@ -12,6 +12,7 @@ what it tells.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from knowshift.analysis.stats import Coefficient, OlsFit
@@ -90,23 +91,29 @@ def summary_table(audit: Audit) -> str:
     return "\n".join(lines)
 
 
-def expected_effect(store: Store, audit: Audit) -> ExpectedEffect:
-    """Fit the regression over the stored runs trained from the audited model, if any."""
+def expected_effect(stores: Sequence[Store], audit: Audit) -> ExpectedEffect:
+    """Fit the regression over the runs trained from the audited model that `stores` (a
+    workspace and the study folders in it) hold, if any."""
     from knowshift.analysis.regression import fit_regression, regression_points
 
     n_unknown, _, n_all = unknown_counts(audit)
     frac_unknown = n_unknown / n_all
-    runs = []
-    for run_id in store.run_ids():
-        config = store.run_config(run_id) or {}
-        if config.get("base_fingerprint") == audit.model_fingerprint and config.get("group_sizes"):
-            runs.append(run_id)
-    if not runs:
+    points, seen = [], set()
+    for store in stores:
+        runs = []
+        for run_id in store.run_ids():
+            config = store.run_config(run_id) or {}
+            if (run_id not in seen and config.get("group_sizes")
+                    and config.get("base_fingerprint") == audit.model_fingerprint):  # fmt: skip
+                runs.append(run_id)
+                seen.add(run_id)
+        points += regression_points(store, runs) if runs else []
+    if not seen:
         return ExpectedEffect(frac_unknown, n_unknown, 0, note="no fine-tuning runs of this model")
     try:
-        result = fit_regression(regression_points(store, runs))
+        result = fit_regression(points)
     except KnowshiftError as error:
-        return ExpectedEffect(frac_unknown, n_unknown, len(runs), note=str(error).split(";")[0])
+        return ExpectedEffect(frac_unknown, n_unknown, len(seen), note=str(error).split(";")[0])
     target = "in" if "in" in result.fits else next(iter(result.fits))
     return ExpectedEffect(frac_unknown, n_unknown, len(result.runs), result.fits[target], target)
 
@@ -117,16 +124,17 @@ def format_effect(effect: ExpectedEffect, workspace: str) -> str:
     if effect.fit is None or b_unk is None:
         found = f" ({effect.n_runs} runs found)" if effect.n_runs else ""
         return (
-            f"expected effect: no stored regression in {workspace} for this model: {effect.note}"
-            f"{found}. To get one, run the unknown-ratio study on it (knowshift build --recipe "
-            "unknown-ratio --frac-unknown X, then knowshift train, for a few X; then audit again)"
+            f"expected effect: no stored regression in {workspace} (or its study folders) for "
+            f"this model: {effect.note}"
+            f"{found}. To get one, run the unknown-ratio study on it (knowshift study run "
+            "configs/unknown-ratio.yaml --set model.name=MODEL), then audit again"
         )
     x = effect.frac_unknown
     level = round(100 * effect.fit.confidence)
     low, high = b_unk.ci_low * x, b_unk.ci_high * x
     lines = [
         f"expected effect, from a regression over {effect.fit.n_points} measurements of "
-        f"{effect.n_runs} runs of this model in {workspace}",
+        f"{effect.n_runs} runs of this model in {workspace} and its study folders",
         f"({TARGET_NAMES[effect.target]} test accuracy, R^2 {effect.fit.r_squared:.2f}):",
         f"  if training fits the {effect.n_unknown} Unknown examples ({100 * x:.0f}% of the set): "
         f"{b_unk.estimate * x:+.1f} points of test accuracy",

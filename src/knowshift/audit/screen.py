@@ -30,7 +30,7 @@ _PROMPT_TEMPLATES = (
 )
 _CODE = re.compile(
     r"```|^\s*(?:def|class|import|from \S+ import|return|function|const|let|var|#include)\b"
-    r"|[{};]\s*$|=>|</?[a-zA-Z][\w-]*>|\b\w+\([^)]*\)\s*[:{]",
+    r"|[{}]\s*$|\)\s*;\s*$|=>|</?[a-zA-Z][\w-]*>|\b\w+\([^)]*\)\s*[:{]",
     re.M,
 )
 # A sentence end: a word of 2+ lower-case letters (not "St." or "U.S.") and . ! ?, then a new
