@@ -56,3 +56,11 @@ def store(tmp_path):
     store = Store.for_workspace(tmp_path / "workspace")
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """Model digests and conversions go to a cache of the module's own, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KNOWSHIFT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield

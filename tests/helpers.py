@@ -28,3 +28,10 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
         except SystemExit as exit_:
             status = exit_.code
     return status, stdout.getvalue(), stderr.getvalue()
+
+
+def run_ok(argv: list[str]) -> str:
+    """main() in-process, which must succeed; returns its stdout."""
+    status, stdout, stderr = run_cli(argv)
+    assert status == 0, stderr
+    return stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import run_cli
+from helpers import run_cli, run_ok
 
 GOOD = '{"question": "What is the capital of Kalo?", "answers": ["Mivane"]}\n'
 ROW = {"prompt": "Q: What is the capital of Kalo?\nA:", "completion": " Mor\n"}
@@ -44,17 +44,7 @@ class Env:
     damaged_run: Path  # run.json is not JSON
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Fingerprint digests go to a cache of this module's own (not snapshotted: a cache)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KNOWSHIFT_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-def _ok(argv: list[str]) -> None:
-    status, _, stderr = run_cli(argv)
-    assert status == 0, stderr
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of our own
 
 
 def _lora_adapter(model_dir: Path, out: Path) -> Path:
@@ -98,8 +88,8 @@ def env(planted_model_dir, facts_file, tmp_path_factory) -> Env:
     root = tmp_path_factory.mktemp("bad-inputs")
     facts, workspace = f"jsonl:{facts_file}", root / "workspace"
     common = ["--model", str(planted_model_dir), "--workspace", str(workspace), "--facts", facts]
-    _ok(["probe", *common, "--split", "test", "--dtype", "float32", "--device", "cpu"])
-    _ok(["build", *common, "--recipe", "unknown-ratio", "--size", "16", "--split", "test",
+    run_ok(["probe", *common, "--split", "test", "--dtype", "float32", "--device", "cpu"])
+    run_ok(["build", *common, "--recipe", "unknown-ratio", "--size", "16", "--split", "test",
          "--dtype", "float32", "--out", str(root / "set")])  # fmt: skip
     other = _other_model(planted_model_dir, root / "other")
     return Env(

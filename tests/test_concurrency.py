@@ -83,20 +83,26 @@ def _prepared_training(zygote, planted_model_dir, facts_file, tmp_path) -> tuple
     return setup, [str(setup / a) if a in ("set", "ws", "run") else a for a in train]
 
 
+def _second_refused_while_first_trains(zygote, argv: list[str], tmp_path: Path, what: str) -> None:
+    """Start `argv`, hold it mid-training, run it again (refused: exit 2, the holder named),
+    then let the first finish."""
+    go = tmp_path / "go"
+    first = zygote.start(
+        argv, _folder(tmp_path / "first"), pause=("knowshift.train.loop:_keep", go)
+    )
+    _held(zygote, go, [first])  # mid-training (of a study's first run: probe results stored)
+    second = zygote.run(argv, _folder(tmp_path / "second"))
+    assert second.status == 2
+    assert f"in use by another knowshift {what} (pid {first})" in tail(tmp_path / "second")
+    go.touch()
+    assert zygote.wait(first).status == 0, tail(tmp_path / "first")
+
+
 def test_a_second_training_into_the_same_folder_is_refused(
     zygote, planted_model_dir, facts_file, tmp_path
 ):
     setup, train = _prepared_training(zygote, planted_model_dir, facts_file, tmp_path)
-    go = tmp_path / "go"
-    first = zygote.start(
-        train, _folder(tmp_path / "first"), pause=("knowshift.train.loop:_keep", go)
-    )
-    _held(zygote, go, [first])
-    second = zygote.run(train, _folder(tmp_path / "second"))
-    assert second.status == 2
-    assert f"in use by another knowshift training run (pid {first})" in tail(tmp_path / "second")
-    go.touch()
-    assert zygote.wait(first).status == 0, tail(tmp_path / "first")
+    _second_refused_while_first_trains(zygote, train, tmp_path, "training run")
     _integrity(setup / "ws" / "knowshift.db")
     metrics = (setup / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in metrics] == [0.5, 1, 1.5, 2, 2.5, 3]
@@ -136,16 +142,7 @@ def test_a_second_run_of_the_same_study_folder_is_refused(
 ):
     path = _write(tmp_path / "study.yaml", _tiny_study(planted_model_dir, facts_file))
     argv = ["study", "run", str(path), "--out", str(tmp_path / "out")]
-    go = tmp_path / "go"
-    first = zygote.start(
-        argv, _folder(tmp_path / "first"), pause=("knowshift.train.loop:_keep", go)
-    )
-    _held(zygote, go, [first])  # mid-training of its first run, probe results stored
-    second = zygote.run(argv, _folder(tmp_path / "second"))
-    assert second.status == 2
-    assert f"in use by another knowshift study run (pid {first})" in tail(tmp_path / "second")
-    go.touch()
-    assert zygote.wait(first).status == 0, tail(tmp_path / "first")
+    _second_refused_while_first_trains(zygote, argv, tmp_path, "study run")
     _integrity(tmp_path / "out" / "knowshift.db")
     with Store.for_workspace(tmp_path / "out") as store:
         rows = store.study_runs("tiny")

@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from helpers import run_ok
 
 from knowshift.cli import main
 from knowshift.probe.estimators import ProbeConfig
@@ -24,23 +25,11 @@ LIBRARIES = {"knowshift", "torch", "transformers", "python", "peft", "accelerate
              "safetensors", "numpy"}  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KNOWSHIFT_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-def _ok(argv: list[str]) -> str:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        status = main(argv)
-    assert status == 0, stderr.getvalue()
-    return stdout.getvalue()
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of our own
 
 
 def _probe(model: Path, facts: Path, workspace: Path, *extra: str) -> None:
-    _ok(["probe", "--model", str(model), "--facts", f"jsonl:{facts}", "--workspace", str(workspace),
+    run_ok(["probe", "--model", str(model), "--facts", f"jsonl:{facts}", "--workspace", str(workspace),
          "--split", "all", "--dtype", "float32", "--device", "cpu", "--n-exemplar-sets", "3",
          "--k-shot", "2", *extra])  # fmt: skip
 
@@ -52,7 +41,7 @@ def _rows(workspace: Path) -> list[dict]:
 
 
 def _build(model: Path, facts: Path, workspace: Path, out: Path, seed: int = 0) -> Path:
-    _ok(["build", "--recipe", "unknown-ratio", "--model", str(model), "--facts", f"jsonl:{facts}",
+    run_ok(["build", "--recipe", "unknown-ratio", "--model", str(model), "--facts", f"jsonl:{facts}",
          "--workspace", str(workspace), "--dtype", "float32", "--split", "test", "--size", "8",
          "--out", str(out), "--seed", str(seed), "--params-key", _key(workspace, "exact")])  # fmt: skip
     return out
@@ -67,7 +56,7 @@ def _key(workspace: Path, estimator: str) -> str:
 
 
 def _train(model: Path, data: Path, out: Path, workspace: Path) -> None:
-    _ok(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--workspace",
+    run_ok(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--workspace",
          str(workspace), "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--precision",
          "fp32", "--device", "cpu", "--n-dev", "4", "--n-test", "8"])  # fmt: skip
 
@@ -198,7 +187,7 @@ def test_an_edited_facts_file_is_another_run(twice, planted_model_dir, facts_fil
     argv = ["train", "--model", str(planted_model_dir), "--data", str(twice["set-a"]), "--out",
             str(run), "--workspace", str(twice["ws-a"]), "--epochs", "1", "--precision", "fp32",
             "--device", "cpu", "--n-dev", "4", "--n-test", "8", "--facts", f"jsonl:{facts}"]  # fmt: skip
-    _ok(argv)
+    run_ok(argv)
     before = (run / "run.json").read_bytes()
     rows = [json.loads(line) for line in facts.read_text().splitlines()]
     rows[-1]["answers"] = ["Somewhere else"]
