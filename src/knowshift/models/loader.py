@@ -278,6 +278,11 @@ def linear_module_names(name_or_path: str, trust_remote_code: bool = False) -> s
         raise KnowshiftError(
             f"could not load model {name_or_path!r}: {_first_line(error)}"
         ) from None
+    return linear_names(model)
+
+
+def linear_names(model: torch.nn.Module) -> set[str]:
+    """The names (last part) of a built model's linear layers: what LoRA can target."""
     return {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()

@@ -250,16 +250,14 @@ def _trainable(model: Any, config: TrainConfig) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
-    linear_names = {
-        name.rsplit(".", 1)[-1]
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear)
-    }
-    missing = [t for t in config.lora_target_modules if t not in linear_names]
+    from knowshift.models.loader import linear_names
+
+    linear = linear_names(model)
+    missing = [t for t in config.lora_target_modules if t not in linear]
     if missing:
         raise KnowshiftError(
             f"LoRA target module(s) {', '.join(missing)} not in this model; "
-            f"its linear modules are: {', '.join(sorted(linear_names))}"
+            f"its linear modules are: {', '.join(sorted(linear))}"
         )
     lora = LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
