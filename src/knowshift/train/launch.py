@@ -57,6 +57,16 @@ def launch_device(device: str):
     return resolved if state.device.type == "cpu" else state.device
 
 
+def training_device(loaded_device):
+    """The device training runs on: the loaded model's, but under FSDP (which loads on the CPU)
+    this process's GPU, where its shard goes."""
+    if not uses_fsdp():
+        return loaded_device
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
 def launch_record() -> dict:
     """What a run records of its launch: the number of processes and how they share the work
     (none, ddp: a copy of the model each, fsdp: the model sharded over them)."""

@@ -31,7 +31,7 @@ from knowshift.errors import KnowshiftError
 from knowshift.models import LoadedModel
 from knowshift.train.config import TrainConfig, check_processes
 from knowshift.train.data import batch_loader, completion_loss, completion_tokens, tokenize_pairs
-from knowshift.train.launch import uses_fsdp
+from knowshift.train.launch import training_device
 from knowshift.train.measure import EvalItem, measure
 
 DEV_GROUP = "dev"
@@ -77,9 +77,10 @@ def train(
     _fresh_accelerator_state()
     # accelerate warns at every save that tied embeddings are stored once: expected, not news.
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+    device = training_device(loaded.device)  # FSDP loads on the CPU, trains on GPUs
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config, loaded.device), gradient_accumulation_steps=config.grad_accum,
-        cpu=loaded.device.type == "cpu" and not uses_fsdp(),  # FSDP loads on the CPU, trains on GPUs
+        mixed_precision=_mixed_precision(config, device), gradient_accumulation_steps=config.grad_accum,
+        cpu=device.type == "cpu",
         dataloader_config=DataLoaderConfiguration(split_batches=True),  # batch_size is the global batch
     )  # fmt: skip
     check_processes(config, accelerator.num_processes)

@@ -21,7 +21,12 @@ from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 from knowshift.train.config import TrainConfig
 from knowshift.train.items import example_items, heldout_items
-from knowshift.train.launch import is_main_process, launch_device, launch_record
+from knowshift.train.launch import (
+    is_main_process,
+    launch_device,
+    launch_record,
+    training_device,
+)
 from knowshift.train.loop import EpochRecord, TrainResult, resolved_precision, train
 
 
@@ -101,8 +106,9 @@ def run_training(
         loaded = load_model(model, device=launch_device(device), dtype="float32", adapter=adapter)
         # What it ran on is recorded beside the run, not in its id: a launch of N processes
         # computes what one process does (the batch is global), so it is the same run.
-        environment = {"device": str(loaded.device),
-                       "precision": resolved_precision(config, loaded.device), **launch_record()}  # fmt: skip
+        trains_on = training_device(loaded.device)
+        environment = {"device": str(trains_on), "precision": resolved_precision(config, trains_on),
+                       **launch_record()}  # fmt: skip
         if is_main_process():  # the other processes of a launch write nothing
             _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve(), environment)
             _register(store, run_id, {**resolved, **environment}, training_set, items, out_dir,
