@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -94,6 +95,7 @@ def add_commands(commands) -> None:
 def _train(args: argparse.Namespace) -> int:
     from knowshift.store import Store
     from knowshift.train.config import TrainConfig
+    from knowshift.train.launch import is_main_process
     from knowshift.train.run import run_training
 
     config = TrainConfig(
@@ -112,17 +114,21 @@ def _train(args: argparse.Namespace) -> int:
     quiet_transformers()
     _check_train_inputs(args, config)  # every mistake that needs no training, before any output
     check_workspace(args.workspace)
-    # A failure before the first epoch leaves no run folder and no new workspace behind.
+    # A failure before the first epoch leaves no run folder and no new workspace behind (the
+    # main process of a launch cleans up; the others leave its folders alone).
     out, new_run = Path(args.out), not Path(args.out).exists()
+    main = is_main_process()
     with (
-        removed_if_failed(Path(args.workspace), when=lambda: new_run and not out.exists()),
-        removed_if_failed(out, keep_if_any_but="run.json"),  # cleans up before the outer one looks
+        removed_if_failed(Path(args.workspace), when=lambda: main and new_run and not out.exists()),
+        removed_if_failed(out, keep_if_any_but="run.json") if main else contextlib.nullcontext(),
         Store.for_workspace(args.workspace) as store,
     ):
         run_id, result = run_training(
             args.data, args.model, args.out, config, store, adapter=args.adapter,
             facts_spec=args.facts, n_dev=args.n_dev, n_test=args.n_test, device=args.device,
         )  # fmt: skip
+    if not main:
+        return 0
     print(f"run {run_id}: {args.out}")
     print(format_records(result.records))
     print(
@@ -137,6 +143,8 @@ def _check_train_inputs(args: argparse.Namespace, config) -> None:
     from knowshift.mixtures import read_training_set
     from knowshift.models.fingerprint import model_fingerprint
     from knowshift.models.loader import linear_module_names, resolve_device
+    from knowshift.train.config import check_processes
+    from knowshift.train.launch import n_processes
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -151,6 +159,7 @@ def _check_train_inputs(args: argparse.Namespace, config) -> None:
     for option, value in (("--n-dev", args.n_dev), ("--n-test", args.n_test)):
         if value is not None and value < 1:
             raise KnowshiftError(f"{option} must be at least 1, got {value}")
+    check_processes(config, n_processes())  # under `accelerate launch`, the batch is split
     manifest = read_training_set(args.data).manifest
     resolve_device(args.device)
     # The set's categories are those of the model it was probed with: the base, or the base

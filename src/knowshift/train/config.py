@@ -63,3 +63,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise KnowshiftError(message)
+
+
+def check_processes(config: TrainConfig, n_processes: int) -> None:
+    """A batch is global: split over the processes of a launch, each takes an equal slice."""
+    if config.batch_size % n_processes:
+        raise KnowshiftError(
+            f"batch_size {config.batch_size} does not split evenly over {n_processes} processes "
+            f"(the batch is global: each process takes batch_size / {n_processes} rows of it); "
+            f"use a multiple of {n_processes}"
+        )

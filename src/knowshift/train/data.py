@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -32,6 +33,51 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[Tokenize
     ]
 
 
+def batch_loader(
+    tokenized: Sequence[TokenizedPair],
+    batch_size: int,
+    pad_id: int,
+    generator: torch.Generator,
+    n_processes: int = 1,
+) -> torch.utils.data.DataLoader:
+    """Batches of `batch_size` pairs in an order `generator` shuffles (the last one may be
+    smaller), collated for the loss.
+
+    Split over `n_processes` (accelerate's `split_batches`: every process takes its slice of
+    each batch), the last batch is topped up to the full size with filler rows that carry no
+    loss, so that it splits evenly and the processes together see exactly the batches one
+    process would. (accelerate would top it up with the first examples again, training them
+    twice.)
+    """
+    collate_fn = partial(collate, pad_id=pad_id)
+    if n_processes == 1:
+        return torch.utils.data.DataLoader(tokenized, batch_size=batch_size, shuffle=True,
+                                           generator=generator, collate_fn=collate_fn)  # fmt: skip
+    n_filler = -len(tokenized) % batch_size
+    filler = [TokenizedPair(tokenized[0].input_ids, len(tokenized[0].input_ids))] * n_filler
+    shuffled = torch.utils.data.RandomSampler(tokenized, generator=generator)
+    # The loader draws from `generator` too (a seed for its workers): as the one above does.
+    return torch.utils.data.DataLoader(
+        [*tokenized, *filler], batch_size=batch_size, collate_fn=collate_fn,
+        sampler=_ShuffledThenFiller(shuffled, n_filler), generator=generator,
+    )  # fmt: skip
+
+
+class _ShuffledThenFiller(torch.utils.data.Sampler):
+    """The examples' indices in shuffled order, then those of the filler rows (after them)."""
+
+    def __init__(self, shuffled: torch.utils.data.RandomSampler, n_filler: int):
+        self.shuffled, self.n_filler = shuffled, n_filler
+        self.generator = shuffled.generator  # accelerate keeps it in step across processes
+
+    def __iter__(self):
+        yield from self.shuffled
+        yield from range(len(self.shuffled), len(self.shuffled) + self.n_filler)
+
+    def __len__(self) -> int:
+        return len(self.shuffled) + self.n_filler
+
+
 def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded ids, mask, positions and labels (IGNORE_INDEX outside completions).
 
@@ -49,13 +95,23 @@ def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tens
         mask[row, start:] = 1
         labels[row, start + pair.n_prompt :] = ids[pair.n_prompt :]
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    n_keep = max(len(p.input_ids) - p.n_prompt for p in pairs) + 1
+    # At least 2: a batch of filler rows only (see batch_loader) has no completion at all.
+    n_keep = max(max(len(p.input_ids) - p.n_prompt for p in pairs), 1) + 1
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "labels": labels,
             "n_keep": torch.tensor(n_keep)}  # fmt: skip
 
 
-def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over completion tokens, with logits computed for the last positions only."""
+def completion_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """How many tokens of `batch` carry loss (its completions' tokens)."""
+    return (batch["labels"] != IGNORE_INDEX).sum()
+
+
+def completion_loss(
+    model, batch: dict[str, torch.Tensor], n_tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy over completion tokens, with logits computed for the last positions only:
+    their mean, or with `n_tokens` their sum divided by it (a process's share of the mean over
+    a batch split across processes, whose tokens are counted over all of them)."""
     n_keep = int(batch["n_keep"])
     logits = model(
         input_ids=batch["input_ids"],
@@ -65,8 +121,10 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     ).logits
     # Position t predicts token t + 1: the kept logits but the last predict the last n_keep - 1 labels.
     targets = batch["labels"][:, -(n_keep - 1) :]
-    return torch.nn.functional.cross_entropy(
+    loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
         targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
+        reduction="mean" if n_tokens is None else "sum",
     )
+    return loss if n_tokens is None else loss / n_tokens

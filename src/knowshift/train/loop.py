@@ -29,8 +29,9 @@ import torch
 from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.models import LoadedModel
-from knowshift.train.config import TrainConfig
-from knowshift.train.data import collate, completion_loss, tokenize_pairs
+from knowshift.train.config import TrainConfig, check_processes
+from knowshift.train.data import batch_loader, completion_loss, completion_tokens, tokenize_pairs
+from knowshift.train.launch import training_device
 from knowshift.train.measure import EvalItem, measure
 
 DEV_GROUP = "dev"
@@ -64,32 +65,34 @@ def train(
     on_record: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `loaded.model` in place on prompt/completion `pairs`, measuring after each epoch."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from tqdm import tqdm
 
     config.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # 1. Set-up: seeds, the trainable model, data, optimizer, schedule, accelerate.
+    # 1. Set-up: seeds, the trainable model, accelerate, data, optimizer, schedule.
     _seed_everything(config.seed)
     model = _trainable(loaded.model, config)
-    tokenized = tokenize_pairs(loaded.tokenizer, pairs)
-    pad_id = loaded.tokenizer.pad_token_id or 0
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(
-        tokenized, batch_size=config.batch_size, shuffle=True, generator=generator,
-        collate_fn=lambda batch: collate(batch, pad_id),
-    )  # fmt: skip
-    optimizer = _optimizer(model, config)
-    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
-    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     _fresh_accelerator_state()
     # accelerate warns at every save that tied embeddings are stored once: expected, not news.
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+    device = training_device(loaded.device)  # FSDP loads on the CPU, trains on GPUs
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config, loaded.device), gradient_accumulation_steps=config.grad_accum,
-        cpu=loaded.device.type == "cpu",
+        mixed_precision=_mixed_precision(config, device), gradient_accumulation_steps=config.grad_accum,
+        cpu=device.type == "cpu",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),  # batch_size is the global batch
     )  # fmt: skip
+    check_processes(config, accelerator.num_processes)
+    if accelerator.num_processes > 1:  # dropout masks differ between the processes' rows
+        torch.manual_seed(config.seed + accelerator.process_index)
+    tokenized = tokenize_pairs(loaded.tokenizer, pairs)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = batch_loader(tokenized, config.batch_size, loaded.tokenizer.pad_token_id or 0,
+                          generator, accelerator.num_processes)  # fmt: skip
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     measuring = _Measurer(loaded, accelerator, model, eval_items)
     # 2. Resume an interrupted run of this folder.
@@ -108,17 +111,18 @@ def train(
             unit="batch",
             leave=False,
             dynamic_ncols=True,
+            disable=not accelerator.is_main_process,
         )
         for batch in bar:
             with accelerator.accumulate(model):
-                loss = completion_loss(model, batch)
+                loss = _loss(accelerator, model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(_batch_loss(accelerator, loss))
             step += int(accelerator.sync_gradients)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", **measuring.latest)
             if (
@@ -163,6 +167,25 @@ def train(
     return TrainResult(tuple(records), early, out_dir)
 
 
+def _loss(accelerator, model, batch) -> torch.Tensor:
+    """The loss whose gradient is that of the mean cross-entropy over the completion tokens of
+    the whole (global) batch. Alone, that is this batch's mean. Split over N processes, each
+    sums its slice's token losses and divides by the tokens of all slices, times N, as DDP and
+    FSDP average the processes' gradients: the mean of the slices' own means would weigh a
+    token of a slice with few completion tokens more than one of a slice with many."""
+    if accelerator.num_processes == 1:
+        return completion_loss(model, batch)
+    n_tokens = accelerator.reduce(completion_tokens(batch), "sum")
+    return completion_loss(model, batch, n_tokens) * accelerator.num_processes
+
+
+def _batch_loss(accelerator, loss: torch.Tensor) -> float:
+    """The global batch's mean loss (the sum of the processes' shares, each N times its own)."""
+    if accelerator.num_processes == 1:
+        return loss.item()
+    return (accelerator.reduce(loss.detach(), "sum") / accelerator.num_processes).item()
+
+
 def _keep(
     record: EpochRecord, records: list, out_dir: Path, on_record, main: bool = True
 ) -> EpochRecord:
@@ -180,7 +203,9 @@ def _keep(
 
 
 class _Measurer:
-    """Runs the per-epoch measurement on the live model and remembers the latest figures."""
+    """Runs the per-epoch measurement on the live model and remembers the latest figures.
+    Under a launch every process measures every item (the processes hold the same weights), so
+    the figures equal those of a single process."""
 
     def __init__(self, loaded: LoadedModel, accelerator, model, eval_items: Sequence[EvalItem]):
         self.loaded, self.accelerator, self.items = loaded, accelerator, eval_items
@@ -201,14 +226,8 @@ class _Measurer:
         from knowshift.probe.engine import Engine
 
         model = self.model
-        live = LoadedModel(
-            self.loaded.name,
-            model,
-            self.loaded.tokenizer,
-            "",
-            self.loaded.device,
-            self.loaded.dtype,
-        )
+        live = LoadedModel(self.loaded.name, model, self.loaded.tokenizer, "",
+                           self.accelerator.device, self.loaded.dtype)  # fmt: skip
         self.engine = self.engine or Engine(live)
         self.engine.model = model
         model.eval()
@@ -224,7 +243,14 @@ class _Measurer:
             for k, v in accuracy.items()
             if k in ("train/Known", "train/Unknown", DEV_GROUP)
         }
-        return EpochRecord(epoch, step, loss, accuracy, train_seconds, seconds)
+        record = EpochRecord(epoch, step, loss, accuracy, train_seconds, seconds)
+        if self.accelerator.num_processes == 1:
+            return record
+        # Every process measured its copy (FSDP needs them all in every forward); they act on
+        # the main one's figures, so all take the same checkpoint and stopping decisions.
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([record])[0]
 
 
 def _fresh_accelerator_state() -> None:
@@ -306,13 +332,20 @@ def _mixed_precision(config: TrainConfig, device: torch.device) -> str:
 
 def _save_checkpoint(accelerator, model, tokenizer, target: Path, epoch: int) -> None:
     """Weights as safetensors (the adapter alone for LoRA), written aside then swapped in, by
-    the main process while the others wait; `epoch.json`, written last, marks it complete."""
+    the main process while the others wait; `epoch.json`, written last, marks it complete.
+    Under FSDP every process holds a shard, so all take part in gathering the full weights."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    state_dict = accelerator.get_state_dict(model) if sharded else None
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+    accelerator.unwrap_model(model).save_pretrained(
+        tmp, state_dict=state_dict, safe_serialization=True
+    )
     tokenizer.save_pretrained(tmp)
     atomic.write_json(tmp / "epoch.json", {"epoch": epoch})
     atomic.replace_dir(tmp, target)

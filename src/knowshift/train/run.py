@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,12 @@ from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 from knowshift.train.config import TrainConfig
 from knowshift.train.items import example_items, heldout_items
+from knowshift.train.launch import (
+    is_main_process,
+    launch_device,
+    launch_record,
+    training_device,
+)
 from knowshift.train.loop import EpochRecord, TrainResult, resolved_precision, train
 
 
@@ -97,12 +102,17 @@ def run_training(
         run_id = _folder_run_id(out_dir, run_id_of(resolved), resolved)
         # 3. The model (in float32 weights; `precision` sets the autocast), loaded before the
         # run is recorded anywhere, so a model that fails to load leaves no trace of the run.
-        loaded = load_model(model, device=device, dtype="float32", adapter=adapter)
-        environment = {"device": str(loaded.device),
-                       "precision": resolved_precision(config, loaded.device)}  # fmt: skip
-        _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve(), environment)
-        _register(store, run_id, {**resolved, **environment}, training_set, items, out_dir,
-                  Path(data_dir))  # fmt: skip
+        # Under `accelerate launch` each process loads its own copy, on its own device.
+        loaded = load_model(model, device=launch_device(device), dtype="float32", adapter=adapter)
+        # What it ran on is recorded beside the run, not in its id: a launch of N processes
+        # computes what one process does (the batch is global), so it is the same run.
+        trains_on = training_device(loaded.device)
+        environment = {"device": str(trains_on), "precision": resolved_precision(config, trains_on),
+                       **launch_record()}  # fmt: skip
+        if is_main_process():  # the other processes of a launch write nothing
+            _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve(), environment)
+            _register(store, run_id, {**resolved, **environment}, training_set, items, out_dir,
+                      Path(data_dir))  # fmt: skip
         # 4. Train, recording as it goes.
         pairs = [(e.prompt, e.completion) for e in training_set.examples]
 
@@ -133,8 +143,8 @@ def _register(store: Store, run_id: str, resolved: dict, training_set, items, ou
 
 def _run_lock(out_dir: Path):
     """The run folder's lock, so a second process cannot train into the same folder at once.
-    Only the main process of a distributed launch (RANK 0) takes it; the others follow it."""
-    if os.environ.get("RANK", "0") != "0":
+    Only the main process of a launch takes it; the others work under its hold."""
+    if not is_main_process():
         return contextlib.nullcontext()
     return atomic.folder_lock(out_dir, "training run")
 
