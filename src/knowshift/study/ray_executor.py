@@ -20,12 +20,14 @@ and stage logs live there, as with Ray Train's storage_path): a task first reads
 driver wrote there and fails, naming its node, when it cannot.
 
 Progress: a task's stage lines go through a Ray queue that the driver prints while it waits,
-each led by the run's tag, with a line for every failed attempt.
+each led by the run's tag, with a line for every failed attempt; what a task prints itself
+(tables, progress bars) stays in Ray's logs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -154,14 +156,19 @@ def connect(ray, address: str | None) -> bool:
     connection, used as it is). A cluster that cannot be reached is a one-line error."""
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None  # as ray.init reads it
     if address and address != "auto" and not address.startswith("ray://"):
         _check_reachable(address)
     try:
-        ray.init(address=address, logging_level="WARNING")
+        # The tasks' own output (tables, progress bars) stays in Ray's logs (`ray logs`, the
+        # dashboard): the driver prints their stage lines, which say which run they are of.
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
+        where = f"--address {address}: cannot connect to Ray" if address else (
+            "cannot start a local Ray instance")  # fmt: skip
         raise KnowshiftError(
-            f"--address {address}: cannot connect to Ray ({one_line(error)}); start a cluster "
-            "with `ray start --head` or give its address (HOST:6379, ray://HOST:10001, auto)"
+            f"{where} ({one_line(error)}); start a cluster with `ray start --head` or give its "
+            "address (HOST:6379, ray://HOST:10001, auto)"
         ) from None
     return True
 
