@@ -4,7 +4,9 @@
 
 reads top to bottom: claim the study folder (a workspace with its own knowshift.db), probe the
 base model once, build every run's set, record the plan, then run by run: train, evaluate,
-analyse, each stage skipped when the run's folder says it is done. A run that fails is recorded
+analyse, each stage skipped when the run's folder says it is done. An executor runs those
+stages (`execute_run`): the local one here, one run after another; the Ray one
+(study/ray_executor.py) each run as a Ray task. A run that fails is recorded
 as failed with its error and the study goes on. The study's own analyses (the regression) follow.
 
 Bookkeeping is the store's `study_runs` table, one row per run under the id its training is
