@@ -171,3 +171,36 @@ def test_storing_an_analysis_records_the_versions_without_importing_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("] ")[1].split() == ["False", "False"]
     assert "'torch'" in done.stdout and "'transformers'" in done.stdout
+
+
+def test_merging_a_runs_database_takes_its_rows_and_only_its_rows(store, tmp_path):
+    """A Ray task's database merged into the study's: the run's config, records and analyses
+    replace the study's, probe results are added where missing, other runs are left alone."""
+    store.register_settings("key-exact", "exact", {"n": 1}, {})
+    store.put_probe_results([EXACT], INFO)
+    store.register_run("run-a", {"lr": 1})
+    store.put_train_record("run-a", 1, 4, 0.9, {"test": 0.1})
+    store.register_run("run-b", {"lr": 2})
+    store.put_train_record("run-b", 1, 4, 0.8, {"test": 0.5})
+    store.put_study_run("toy", "run-a", {}, "running")
+    with Store(tmp_path / "task" / "knowshift.db") as task:
+        assert task.merge_runs(store, []) == 2  # a task's seed: the probe results, no run
+        assert task.probe_results("model-a", "key-exact") == [EXACT] and task.run_ids() == []
+        # The task resumes run-a: epoch 1 again, then epoch 2, an eval and a new probe result.
+        task.register_run("run-a", {"lr": 1, "resumed": True})
+        task.put_train_record("run-a", 1, 4, 0.7, {"test": 0.2})
+        task.put_train_record("run-a", 2, 8, 0.6, {"test": 0.3})
+        task.put_analysis("eval", "run-a:last", {"n": 1}, {"exact": 0.3})
+        task.put_analysis("eval", "run-ab:last", {"n": 1}, {"exact": 0.9})  # another run's
+        task.put_probe_results([MASTERY], INFO)
+        task.put_study_run("toy", "run-a", {}, "done")
+        assert store.merge_runs(task, ["run-a"]) == 1 + 2 + 1 + 1  # run, records, eval, probe
+        assert store.merge_runs(task, ["run-a"]) == 4  # again: the run's rows, rewritten alike
+    assert store.run_config("run-a") == {"lr": 1, "resumed": True}
+    assert [r["accuracy"] for r in store.train_records("run-a")] == [{"test": 0.2}, {"test": 0.3}]
+    assert [a["result"] for a in store.analyses("eval")] == [{"exact": 0.3}]
+    assert store.probe_results("model-a", "key-mastery") == [MASTERY]
+    assert store.probe_results("model-a", "key-exact") == [EXACT]
+    assert store.run_config("run-b") == {"lr": 2}
+    assert [r["accuracy"] for r in store.train_records("run-b")] == [{"test": 0.5}]
+    assert [r["status"] for r in store.study_runs("toy")] == ["running"]  # the driver's to set

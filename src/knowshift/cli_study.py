@@ -22,6 +22,7 @@ def add_commands(commands) -> None:
     run.add_argument("--out", help="study folder (default: WORKSPACE/<study name>)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     _probe_cache_arg(run)
+    _executor_args(run)
     run.set_defaults(handler=_run)
     status = actions.add_parser("status", help="the runs of a study folder and their status")
     status.add_argument("study_dir", help="a folder written by knowshift study run")
@@ -48,6 +49,53 @@ def _probe_cache_arg(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _executor_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: the runs one after another in this process (default); ray: "
+                        "each run a Ray task (pip install 'knowshift[ray]')")  # fmt: skip
+    ray = parser.add_argument_group("--executor ray")
+    ray.add_argument("--address", help="the Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+                     "(default: RAY_ADDRESS, else a Ray instance started on this machine)")  # fmt: skip
+    ray.add_argument(
+        "--cpus-per-run", type=float, metavar="N", help="CPUs a run's task takes (default 1)"
+    )
+    ray.add_argument("--gpus-per-run", type=float, metavar="N",
+                     help="GPUs a run's task takes (default: 1 on a cluster with GPUs unless "
+                     "--device cpu, else 0)")  # fmt: skip
+    ray.add_argument("--retries", type=int, metavar="N",
+                     help="times Ray retries a failed run before it is reported failed (default 1)")  # fmt: skip
+
+
+def _check_executor_flags(args: argparse.Namespace) -> None:
+    """The executor flags, checked before anything starts: a mistake is one line."""
+    ray_flags = {"--address": args.address, "--cpus-per-run": args.cpus_per_run,
+                 "--gpus-per-run": args.gpus_per_run, "--retries": args.retries}  # fmt: skip
+    if args.executor == "local":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise KnowshiftError(f"{given[0]} applies to --executor ray only")
+        return
+    if args.cpus_per_run is not None and args.cpus_per_run <= 0:
+        raise KnowshiftError("--cpus-per-run must be above 0, e.g. 1")
+    for flag, value in (("--gpus-per-run", args.gpus_per_run), ("--retries", args.retries)):
+        if value is not None and value < 0:
+            raise KnowshiftError(f"{flag} must be at least 0")
+    if args.device.startswith("cuda:"):
+        raise KnowshiftError(f"--device {args.device}: with --executor ray give --device cuda "
+                             "(Ray gives each run its GPU)")  # fmt: skip
+
+
+def _executor(args: argparse.Namespace):
+    """The executor --executor names, connected (None: the local one)."""
+    if args.executor == "local":
+        return None
+    from knowshift.study.ray_executor import RayExecutor
+
+    return RayExecutor(args.address, args.device, cpus_per_run=args.cpus_per_run or 1,
+                       gpus_per_run=args.gpus_per_run,
+                       retries=1 if args.retries is None else args.retries)  # fmt: skip
+
+
 def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a study file (YAML), e.g. configs/unknown-ratio.yaml")
     parser.add_argument("--scale", type=float, help="multiply the study's sizes (its scale:)")
@@ -66,11 +114,17 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from knowshift.study.plan import format_plan, load_study
 
+    _check_executor_flags(args)
     study = load_study(args.file, scale=args.scale, overrides=args.overrides)
     _check_inputs(study, args.device)
-    print(format_plan(study), file=sys.stderr)
-    out = Path(args.out) if args.out else default_workspace() / study.name
-    return _execute(study, out, args.device, args.probe_cache)
+    executor = _executor(args)
+    try:
+        print(format_plan(study), file=sys.stderr)
+        out = Path(args.out) if args.out else default_workspace() / study.name
+        return _execute(study, out, args.device, args.probe_cache, executor)
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 def _check_inputs(study, device: str) -> None:
@@ -103,12 +157,13 @@ def _demo(args: argparse.Namespace) -> int:
     return _execute(study, Path(args.out), args.device, args.probe_cache)
 
 
-def _execute(study, out: Path, device: str, probe_cache: str) -> int:
+def _execute(study, out: Path, device: str, probe_cache: str, executor=None) -> int:
     """Run the study, write its report; the exit status is the number of failed runs (0: none;
     at most 99), plus 1 when the report could not be written."""
     from knowshift.study.runner import run_study
 
-    outcome = run_study(study, out, device=device, probe_cache=_cache_database(probe_cache, out))
+    outcome = run_study(study, out, device=device, probe_cache=_cache_database(probe_cache, out),
+                        executor=executor)  # fmt: skip
     report_failed = _write_report(out)
     minutes, seconds = divmod(round(outcome.seconds), 60)
     print(f"study {study.name}: {outcome.n_done}/{outcome.n_runs} runs done "

@@ -366,6 +366,42 @@ class Store:
             )
         return self.connection.total_changes - added
 
+    def merge_runs(self, source: Store, run_ids: Iterable[str]) -> int:
+        """Copy into this database what `source` holds of the training runs `run_ids` (their
+        config, per-epoch records and analyses, subject "<run id>:..."), replacing this
+        database's rows of those runs, and every probe result and settings row it lacks (an
+        analysis may probe the fine-tuned model). Study bookkeeping (study_runs) is not copied.
+        One transaction; returns the number of rows written. A Ray task's database is merged
+        into the study's with it, and the study's probe results into a task's (no runs)."""
+        ids = sorted(set(run_ids))
+        marks = ", ".join("?" * len(ids))
+        # Per table: the rows to take, and whether a row already here is kept or replaced.
+        tables = [("probe_settings", "true", "ON CONFLICT DO NOTHING", []),
+                  ("probe_results", "true", "ON CONFLICT DO NOTHING", [])]  # fmt: skip
+        if ids:
+            prefixes = " OR ".join(["substr(subject, 1, ?) = ?"] * len(ids))
+            tables += [("train_runs", f"run_id IN ({marks})", "", ids),
+                       ("train_records", f"run_id IN ({marks})", "", ids),
+                       ("analyses", prefixes, "", [a for i in ids for a in (len(i) + 1, f"{i}:")])]  # fmt: skip
+        self.connection.execute("ATTACH DATABASE ? AS source", (str(source.path),))
+        try:
+            with self._transaction():
+                before = self.connection.total_changes
+                for table, where, conflict, arguments in tables:
+                    columns = ", ".join(
+                        row[1]
+                        for row in self.connection.execute(f"PRAGMA main.table_info({table})")
+                    )
+                    verb = "INSERT" if conflict else "INSERT OR REPLACE"
+                    self.connection.execute(
+                        f"{verb} INTO main.{table} ({columns}) "
+                        f"SELECT {columns} FROM source.{table} WHERE {where} {conflict}",
+                        arguments,
+                    )
+                return self.connection.total_changes - before
+        finally:
+            self.connection.execute("DETACH DATABASE source")
+
     def probe_results(
         self, model_fingerprint: str, params_key: str, fact_ids: Iterable[str] | None = None
     ) -> list[ProbeResult]:

@@ -4,7 +4,9 @@
 
 reads top to bottom: claim the study folder (a workspace with its own knowshift.db), probe the
 base model once, build every run's set, record the plan, then run by run: train, evaluate,
-analyse, each stage skipped when the run's folder says it is done. A run that fails is recorded
+analyse, each stage skipped when the run's folder says it is done. An executor runs those
+stages (`execute_run`): the local one here, one run after another; the Ray one
+(study/ray_executor.py) each run as a Ray task. A run that fails is recorded
 as failed with its error and the study goes on. The study's own analyses (the regression) follow.
 
 Bookkeeping is the store's `study_runs` table, one row per run under the id its training is
@@ -22,8 +24,10 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from knowshift import atomic
 from knowshift.errors import KnowshiftError
@@ -61,11 +65,12 @@ def echo_stderr(line: str) -> None:
 
 
 def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
-              echo: Echo = echo_stderr,
-              probe_cache: str | Path | None = None) -> StudyOutcome:  # fmt: skip
+              echo: Echo = echo_stderr, probe_cache: str | Path | None = None,
+              executor: Executor | None = None) -> StudyOutcome:  # fmt: skip
     """Run every unfinished run of `study` in `study_dir`, then the study's analyses.
     `probe_cache`: a results database (file) whose probe results of the same model and
-    settings the study reuses and adds its own to (None: the study probes for itself)."""
+    settings the study reuses and adds its own to (None: the study probes for itself).
+    `executor` runs the runs' stages after their build (default: here, one after another)."""
     from knowshift.facts import load_facts
     from knowshift.models.loader import quiet_transformers
     from knowshift.store import Store
@@ -75,6 +80,8 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
     # One process at a time runs a study folder (a second would train the same runs into it).
     with atomic.folder_lock(study_dir, "study run"), Store.for_workspace(study_dir) as store:
         _claim(study_dir, study)
+        executor = executor or LocalExecutor()
+        executor.prepare(store, study_dir, echo)
         # 1. What is left to do (by the runs' stage logs).
         logs = {run.run_id: StageLog(_run_dir(study_dir, run)) for run in study.runs}
         todo = [run for run in study.runs if not logs[run.run_id].complete(run.config)]
@@ -100,7 +107,7 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
         # 3. The plan in the store: every run pending, done or failed; runs gone, dropped.
         _record_plan(store, study, logs, errors)
         # 4. Run by run; a failure is recorded and the study goes on.
-        failures = _run_each(store, study, contexts, logs, errors, echo)
+        failures = _run_each(store, study, contexts, logs, errors, echo, executor)
         # 5. The study's analyses, over its finished runs.
         _study_analyses(store, study, logs, echo)
         print(format_summary(store, study, logs), flush=True)
@@ -108,27 +115,72 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
     return StudyOutcome(n, n_done, n - len(todo), tuple(failures), time.perf_counter() - started)
 
 
+class Executor(Protocol):
+    """Runs the stages of a study's runs after their build: `submit` each, then `wait`."""
+
+    def prepare(self, store, study_dir: Path, echo: Echo) -> None:
+        """Before the study looks at its runs (e.g. collect results a crash left behind)."""
+
+    def submit(self, tag: str, ctx: RunContext, finished: Finished) -> None:
+        """Start a run; `finished(ctx, error, details)` is called once it has ended."""
+
+    def wait(self) -> None:
+        """Return when every submitted run has finished."""
+
+
+# How a run ended: its context, its error (None: done) and the error's traceback text.
+Finished = Callable[[RunContext, Exception | None, str | None], None]
+
+
+class LocalExecutor:
+    """Runs each run here and now, in this process."""
+
+    def prepare(self, store, study_dir: Path, echo: Echo) -> None:
+        pass
+
+    def submit(self, tag: str, ctx: RunContext, finished: Finished) -> None:
+        try:
+            execute_run(ctx, StageLog(ctx.run_dir), tag)
+        except Exception as error:  # noqa: BLE001 - recorded as this run's failure
+            finished(ctx, error, None)
+        else:
+            finished(ctx, None, None)
+
+    def wait(self) -> None:
+        pass
+
+
 def _run_each(store, study: Study, contexts: dict[str, RunContext], logs: dict[str, StageLog],
-              errors: dict[str, Exception], echo: Echo) -> list[str]:  # fmt: skip
+              errors: dict[str, Exception], echo: Echo, executor: Executor) -> list[str]:  # fmt: skip
     """Train, evaluate and analyse every run with a built set; returns the failures ("label:
     error"), those before training included."""
-    failures = []
+    failures, tags = [], {}
+
+    def finished(ctx: RunContext, error: Exception | None, details: str | None) -> None:
+        run = ctx.run
+        planned, log = _row_id(run, logs[run.run_id]), StageLog(ctx.run_dir)
+        logs[run.run_id] = log  # the stages wrote it (maybe elsewhere)
+        if _row_id(run, log) != planned:  # the id changed under the study: move its row
+            store.put_study_run(study.name, planned, _row_variant(run), "dropped")
+        if error is None:
+            store.put_study_run(study.name, _row_id(run, log), _row_variant(run), "done")
+            return
+        failures.append(f"{run.label}: {one_line(error)}")
+        record_failure(store, study, run, log, error, ctx.run_dir, details)
+        echo(f"{tags[run.run_id]}: FAILED: {one_line(error)} (see runs/{run.run_id}/error.txt)")
+
     for i, run in enumerate(study.runs, 1):
-        tag = f"[{i}/{len(study.runs)}] {run.label} ({run.run_id})"
+        tag = tags[run.run_id] = f"[{i}/{len(study.runs)}] {run.label} ({run.run_id})"
         if run.run_id in errors:
-            failures.append(f"{run.label}: {_one_line(errors[run.run_id])}")
-            echo(f"{tag}: FAILED before training: {_one_line(errors[run.run_id])}")
+            failures.append(f"{run.label}: {one_line(errors[run.run_id])}")
+            echo(f"{tag}: FAILED before training: {one_line(errors[run.run_id])}")
         elif run.run_id not in contexts:
             echo(f"{tag}: done earlier, skipped")
         else:
-            try:
-                _execute(contexts[run.run_id], logs[run.run_id], tag)
-            except Exception as error:  # noqa: BLE001 - recorded as this run's failure
-                failures.append(f"{run.label}: {_one_line(error)}")
-                _record_failure(
-                    store, study, run, logs[run.run_id], error, logs[run.run_id].path.parent
-                )
-                echo(f"{tag}: FAILED: {_one_line(error)} (see runs/{run.run_id}/error.txt)")
+            log = logs[run.run_id]
+            store.put_study_run(study.name, _row_id(run, log), _row_variant(run), "running")
+            executor.submit(tag, contexts[run.run_id], finished)
+    executor.wait()
     return failures
 
 
@@ -176,7 +228,7 @@ def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -
         log = logs[run.run_id]
         planned.add(_row_id(run, log))
         if run.run_id in errors:
-            _record_failure(store, study, run, log, errors[run.run_id], log.path.parent)
+            record_failure(store, study, run, log, errors[run.run_id], log.path.parent)
         else:
             status = "done" if log.complete(run.config) else "pending"
             store.put_study_run(study.name, _row_id(run, log), _row_variant(run), status)
@@ -185,18 +237,14 @@ def _record_plan(store, study: Study, logs: dict[str, StageLog], errors: dict) -
             store.put_study_run(study.name, row["run_id"], row["variant"], "dropped")
 
 
-def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
-    """The stages of one run after its build, in order, each skipped when its log has it."""
-    run, echo, store, started = ctx.run, ctx.echo, ctx.store, time.perf_counter()
-    store.put_study_run(ctx.study, _row_id(run, log), _row_variant(run), "running")
+def execute_run(ctx: RunContext, log: StageLog, tag: str) -> None:
+    """The stages of one run after its build, in order, each skipped when its log has it.
+    Every executor runs a run with this; the study's bookkeeping (study_runs) is the caller's."""
+    run, echo, started = ctx.run, ctx.echo, time.perf_counter()
     if "train" not in log:
         train = run.config.train.config
         echo(f"{tag}: train ({train.method}, {train.epochs} epochs)")
-        planned_id = log.train_run_id()
         log.mark("train", train_stage(ctx, ctx.study_dir / log.done["build"]["set"]))
-        if log.train_run_id() != planned_id:  # the id changed under the study: move its row
-            store.put_study_run(ctx.study, planned_id, _row_variant(run), "dropped")
-            store.put_study_run(ctx.study, log.train_run_id(), _row_variant(run), "running")
     # A trained run no longer needs its resume state; removed only once training is logged
     # done, so a kill before that resumes the finished training instead of redoing it.
     shutil.rmtree(ctx.run_dir / "state", ignore_errors=True)
@@ -219,7 +267,6 @@ def _execute(ctx: RunContext, log: StageLog, tag: str) -> None:
     if not run.config.eval.keep_checkpoints and "pruned" not in log:
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
         log.mark("pruned")
-    store.put_study_run(ctx.study, _row_id(run, log), _row_variant(run), "done")
     echo(f"{tag}: done in {time.perf_counter() - started:.0f}s")
 
 
@@ -229,10 +276,13 @@ def _write_config(run: PlannedRun, run_dir: Path, study: str) -> None:
     atomic.write_json(run_dir / "config.json", record, indent=2, default=str)
 
 
-def _record_failure(store, study: Study, run: PlannedRun, log: StageLog, error: Exception,
-                    run_dir: Path) -> None:  # fmt: skip
-    atomic.write_text(run_dir / "error.txt", "".join(traceback.format_exception(error)))
-    variant = {**_row_variant(run), "error": _one_line(error)}
+def record_failure(store, study: Study, run: PlannedRun, log: StageLog, error: Exception,
+                   run_dir: Path, details: str | None = None) -> None:  # fmt: skip
+    """A failed run: its traceback (`details` where it happened elsewhere) in its folder's
+    error.txt, its status and one-line error in study_runs."""
+    details = details or "".join(traceback.format_exception(error))
+    atomic.write_text(run_dir / "error.txt", details)
+    variant = {**_row_variant(run), "error": one_line(error)}
     store.put_study_run(study.name, _row_id(run, log), variant, "failed")
 
 
@@ -241,7 +291,8 @@ def _status(store, study: Study, run: PlannedRun, logs: dict[str, StageLog]) -> 
     return rows.get(_row_id(run, logs[run.run_id]), "?")
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: BaseException) -> str:
+    """An error as one line: its message, led by its type unless it is a KnowshiftError."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if isinstance(error, KnowshiftError) else f"{type(error).__name__}: {text}"
 
@@ -257,7 +308,7 @@ def _study_analyses(store, study: Study, logs: dict[str, StageLog], echo: Echo) 
         try:
             print(study_regression(store, study.name, done, confidence), flush=True)
         except KnowshiftError as error:
-            echo(f"study analysis {kind}: not fitted: {_one_line(error)}")
+            echo(f"study analysis {kind}: not fitted: {one_line(error)}")
 
 
 def format_summary(store, study: Study, logs: dict[str, StageLog]) -> str:

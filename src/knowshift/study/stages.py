@@ -40,10 +40,13 @@ class ProbeSource:
 
 
 class StageLog:
-    """The finished stages of a run (its folder's stages.json), written atomically."""
+    """The finished stages of a run (its folder's stages.json), written atomically.
+    `before_mark`, when set, is called before a stage is logged done: a Ray task saves the
+    stage's results there, so the log never claims a stage whose results could be lost."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / STAGES_FILE
+        self.before_mark: Callable[[], None] | None = None
         self.done: dict[str, dict] = (
             json.loads(self.path.read_text()) if self.path.is_file() else {}
         )
@@ -62,6 +65,8 @@ class StageLog:
         return None
 
     def mark(self, key: str, info: dict | None = None) -> None:
+        if self.before_mark is not None:
+            self.before_mark()
         self.done[key] = info or {}
         atomic.write_json(self.path, self.done, indent=2, sort_keys=True)
 
@@ -272,10 +277,11 @@ def eval_stage(ctx: RunContext, checkpoint: str) -> str:
 
 
 def analysis_stage(ctx: RunContext, index: int, checkpoint: str) -> None:
-    """One analysis of the run's list on one checkpoint (stored by the analysis itself)."""
+    """One analysis of the run's list on one checkpoint (stored by the analysis itself, in the
+    workspace of the run's store: the study folder, or a Ray task's own)."""
     analysis = ctx.run.config.analyses[index]
-    run_analysis(analysis.kind, dict(analysis.options), ctx.run_dir, checkpoint, ctx.study_dir,
-                 ctx.device)  # fmt: skip
+    run_analysis(analysis.kind, dict(analysis.options), ctx.run_dir, checkpoint,
+                 ctx.store.path.parent, ctx.device)  # fmt: skip
 
 
 def _write_environment(ctx: RunContext) -> None:
