@@ -13,6 +13,7 @@ that need a model use the planted one; most fail before it is loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -427,6 +428,15 @@ CASES: list[tuple[str, Make, str]] = [
      "data.jsonl line 2: not UTF-8 (byte 0xe9); re-save the file as UTF-8"),
     ("audit-every-field-empty", audit('{"prompt": "", "completion": ""}\n' * 6),
      "no example is a short-answer question to probe (no question: 6)"),
+    # --- scaling out: the vLLM backend, the Ray executor -------------------------------------------
+    ("probe-vllm-arg-on-torch", probe_model(lambda env, tmp: env.model, "--vllm-arg", "x=1"),
+     "--vllm-arg applies to --backend vllm only"),
+    ("probe-vllm-on-a-cpu-device", probe_model(lambda env, tmp: env.model, "--backend", "vllm"),
+     "vLLM picks its devices itself"),
+    ("probe-vllm-arg-not-key-value",
+     lambda env, tmp: ["probe", "--model", str(env.model), "--facts", env.facts, "--workspace",
+                       str(tmp / "ws"), "--backend", "vllm", "--vllm-arg", "nonsense"],
+     "--vllm-arg 'nonsense': write KEY=VALUE"),
 ]  # fmt: skip
 
 
@@ -464,3 +474,13 @@ def test_bad_input_is_one_line_status_2_and_changes_nothing(
     assert len(lines) == 1 and lines[0].startswith("knowshift: error: "), stderr
     assert message in lines[0], lines[0]
     assert _snapshot(env.root, env.model, tmp_path) == before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_probe_backend_vllm_without_vllm_says_how_to_install_it(env, tmp_path):
+    status, stdout, stderr = run_cli(["probe", "--backend", "vllm", "--model", str(env.model),
+                                      "--facts", env.facts, "--workspace", str(tmp_path / "ws")])  # fmt: skip
+    assert status == 2 and stdout == "" and "Traceback" not in stderr
+    assert stderr.startswith("knowshift: error: --backend vllm needs vLLM")
+    assert "pip install 'knowshift[vllm]'" in stderr
+    assert not (tmp_path / "ws").exists()

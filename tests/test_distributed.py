@@ -68,14 +68,14 @@ def _free_port() -> int:
 
 
 def _one_process(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "knowshift.cli", *args], env=_environment(),
+    return subprocess.run([sys.executable, "-m", "knowshift", *args], env=_environment(),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def _launch_command(args: list[str]) -> list[str]:
-    """`accelerate launch --config_file configs/accelerate/cpu-2proc.yaml -m knowshift.cli ...`"""
+    """`accelerate launch --config_file configs/accelerate/cpu-2proc.yaml -m knowshift ...`"""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-            "--main_process_port", str(_free_port()), "-m", "knowshift.cli", *args]  # fmt: skip
+            "--main_process_port", str(_free_port()), "-m", "knowshift", *args]  # fmt: skip
 
 
 def _two_processes(args: list[str]) -> subprocess.CompletedProcess:
@@ -156,7 +156,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_clear_error(
     args = _train_args(built, planted_model_dir, tmp_path / "odd", batch_size=3)
     message = "knowshift: error: batch_size 3 does not split evenly over 2 processes"
     # What a process of a 2-process launch sees (its environment), checked before any load.
-    alone = subprocess.run([sys.executable, "-m", "knowshift.cli", *args],
+    alone = subprocess.run([sys.executable, "-m", "knowshift", *args],
                            env={**_environment(), "WORLD_SIZE": "2", "RANK": "1"},
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert alone.returncode == 2

@@ -173,7 +173,8 @@ def test_a_run_records_its_device_precision_and_facts_content(twice):
         stored = store.run_config(info["run_id"])
     assert "versions" in stored
     assert set(stored["versions"]) >= LIBRARIES
-    assert info["environment"] == {"device": "cpu", "precision": "fp32"}
+    assert info["environment"] == {"device": "cpu", "precision": "fp32", "processes": 1,
+                                   "parallelism": "none"}  # fmt: skip
     assert {"device": "cpu", "precision": "fp32"}.items() <= stored.items()
     assert "facts_digest" in info["config"]
 
