@@ -161,9 +161,11 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_clear_error(
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert alone.returncode == 2
     assert alone.stderr.strip().startswith(message) and len(alone.stderr.strip().splitlines()) == 1
-    # Under the launcher: each process says it in one line; only the launcher adds its report.
+    # Under the launcher: a process says it in one line; only the launcher adds its report.
     launched = _two_processes(args)
     assert launched.returncode != 0
-    assert launched.stderr.count(message) == 2, launched.stderr[-3000:]
+    # The first process to fail ends the launch: torchrun stops the other, often before it
+    # has said the same (seen under CI load), so at least one says it.
+    assert launched.stderr.count(message) >= 1, launched.stderr[-3000:]
     assert not re.search(r'File "[^"]*/knowshift/(\w+/)?\w+\.py"', launched.stderr)  # none of ours
     assert not (tmp_path / "odd").exists()
