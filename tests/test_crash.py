@@ -28,7 +28,7 @@ from knowshift import atomic
 from knowshift.errors import KnowshiftError
 from knowshift.models import load_model
 from knowshift.train.config import TrainConfig
-from knowshift.train.loop import EpochRecord, _read_metrics, train
+from knowshift.train.loop import EpochRecord, read_metrics, train
 from knowshift.train.measure import EvalItem
 
 KILLS = int(os.environ.get("KNOWSHIFT_KILL_ITERATIONS", "4"))  # per target
@@ -257,11 +257,11 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_damaged_earlier_one_is_an_err
     record = EpochRecord(1, 2, 0.5, {"dev": 0.25})
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps(record.__dict__) + "\n" + json.dumps(record.__dict__)[:17])
-    assert _read_metrics(path) == [record]
+    assert read_metrics(path) == [record]
     path.write_text("{not json\n" + json.dumps(record.__dict__) + "\n")
     with pytest.raises(KnowshiftError, match="line 1 is damaged"):
-        _read_metrics(path)
-    assert _read_metrics(tmp_path / "missing.jsonl") == []
+        read_metrics(path)
+    assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
 def test_a_folder_swap_cut_between_its_renames_is_undone(tmp_path, monkeypatch):

@@ -242,7 +242,7 @@ def load_tokenizer(directory: str, trust_remote_code: bool, name: str) -> Any:
     except (OSError, ValueError, KeyError, TypeError) as error:
         local = Path(directory).is_dir()
         missing = local and not any((Path(directory) / f).is_file() for f in TOKENIZER_FILES)
-        reason = "it has no tokenizer files" if missing else _first_line(error).rstrip(": ")
+        reason = "it has no tokenizer files" if missing else first_line(error).rstrip(": ")
         raise KnowshiftError(
             f"could not load the tokenizer of model {name!r} ({reason}); the folder needs the "
             "files tokenizer.save_pretrained writes (tokenizer.json, tokenizer_config.json)"
@@ -265,11 +265,11 @@ def _from_pretrained(directory: str, dtype: torch.dtype, trust_remote_code: bool
         )
     except SafetensorError as error:
         raise KnowshiftError(
-            f"could not load model {name!r}: a weights file is damaged ({_first_line(error)}); "
+            f"could not load model {name!r}: a weights file is damaged ({first_line(error)}); "
             "re-save or re-download the model"
         ) from None
     except (OSError, ValueError, KeyError) as error:
-        raise KnowshiftError(f"could not load model {name!r}: {_first_line(error)}") from None
+        raise KnowshiftError(f"could not load model {name!r}: {first_line(error)}") from None
     return model, tokenizer
 
 
@@ -295,7 +295,7 @@ def linear_module_names(name_or_path: str, trust_remote_code: bool = False) -> s
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as error:
         raise KnowshiftError(
-            f"could not load model {name_or_path!r}: {_first_line(error)}"
+            f"could not load model {name_or_path!r}: {first_line(error)}"
         ) from None
     return linear_names(model)
 
@@ -357,7 +357,7 @@ def _mismatch(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines()]
     named = next((line for line in lines if line.startswith("size mismatch")), None)
     if named is None:
-        return _first_line(error)
+        return first_line(error)
     # "size mismatch for W: copying a param with shape A from checkpoint, the shape in current
     # model is B." -> "W is A in the adapter, B in the model"
     weight, _, shapes = named.removeprefix("size mismatch for ").partition(": ")
@@ -367,7 +367,7 @@ def _mismatch(error: Exception) -> str:
     return named
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     """The first line of an error's message (or its type), for a one-line KnowshiftError."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

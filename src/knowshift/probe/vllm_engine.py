@@ -91,14 +91,14 @@ def load_vllm_model(
 ) -> VllmModel:
     """Load a model into vLLM: the same embedded names, folders and hub ids as the torch backend,
     under the same fingerprint (a probe result means the same on either backend)."""
-    from knowshift.models.loader import load_tokenizer, model_source, resolve_dtype
+    from knowshift.models import loader
 
     vllm = import_vllm()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = resolve_dtype(dtype, device)
-    directory, fingerprint, adapter_path = model_source(name_or_path, adapter)
-    tokenizer = load_tokenizer(directory, trust_remote_code, name_or_path)
-    config = _read_config(directory)
+    torch_dtype = loader.resolve_dtype(dtype, device)
+    directory, fingerprint, adapter_path = loader.model_source(name_or_path, adapter)
+    tokenizer = loader.load_tokenizer(directory, trust_remote_code, name_or_path)
+    config = loader.model_config(name_or_path) or {}
     max_len = min(MAX_MODEL_LEN, config.get("max_position_embeddings") or MAX_MODEL_LEN)
     arguments: dict[str, Any] = {
         "model": directory, "tokenizer": directory, "dtype": str(torch_dtype).removeprefix("torch."),
@@ -120,9 +120,9 @@ def load_vllm_model(
         if "memory utilization" in str(error).lower():
             hint = "; pass a smaller share, e.g. --vllm-arg gpu_memory_utilization=0.3"
         raise KnowshiftError(
-            f"vLLM could not load {name_or_path!r}: {_first_line(error)}{hint}"
+            f"vLLM could not load {name_or_path!r}: {loader.first_line(error)}{hint}"
         ) from None
-    generation_eos = _read_config(directory, "generation_config.json").get("eos_token_id")
+    generation_eos = _generation_eos(directory)
     vocab_size = llm.llm_engine.model_config.get_vocab_size()
     return VllmModel(name_or_path, llm, tokenizer, fingerprint, device, torch_dtype,
                      lora_request, vocab_size, generation_eos,
@@ -138,17 +138,14 @@ def import_vllm():
     return vllm
 
 
-def _read_config(directory: str, name: str = "config.json") -> dict:
-    """A JSON file of a local model folder, or of a hub model's cached snapshot ({} if none)."""
-    path = Path(directory) / name
-    if not path.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
+def _generation_eos(directory: str):
+    """The eos id(s) of a model's generation config (None when it has none)."""
+    from transformers import GenerationConfig
 
-            path = Path(hf_hub_download(directory, name, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached, not a hub id: nothing to read
-            return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return GenerationConfig.from_pretrained(directory).eos_token_id
+    except OSError:  # no generation_config.json
+        return None
 
 
 def _adapter_rank(path: Path) -> int:
@@ -162,11 +159,6 @@ def _vllm_rank(rank: int) -> int:
         if rank <= supported:
             return supported
     raise KnowshiftError(f"LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})")
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 class VllmEngine:

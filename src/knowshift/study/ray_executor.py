@@ -26,7 +26,6 @@ each led by the run's tag, with a line for every failed attempt; what a task pri
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -284,15 +283,13 @@ def _save(store, saved: Path, log: StageLog, run_dir: Path) -> None:
 def _backfill_records(store, log: StageLog, run_dir: Path) -> None:
     """Store the epochs of metrics.jsonl the task's database lacks: an attempt that died in
     training took its records along, and its retry resumes after them without measuring again."""
-    run_id, path = log.train_run_id(), run_dir / "metrics.jsonl"
-    if run_id is None or not path.is_file():
+    from knowshift.train.loop import read_metrics
+
+    run_id = log.train_run_id()
+    if run_id is None:
         return
     stored = {record["epoch"] for record in store.train_records(run_id)}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line: not a finished measurement
-            continue
-        if record["epoch"] not in stored:
-            store.put_train_record(run_id, record["epoch"], record["step"],
-                                   record["train_loss"], record["accuracy"])  # fmt: skip
+    for record in read_metrics(run_dir / "metrics.jsonl"):  # a torn last line is dropped
+        if record.epoch not in stored:
+            store.put_train_record(run_id, record.epoch, record.step, record.train_loss,
+                                   record.accuracy)  # fmt: skip

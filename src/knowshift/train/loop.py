@@ -386,7 +386,7 @@ def _resume(out_dir: Path, accelerator, config: TrainConfig) -> tuple[list[Epoch
     done = json.loads((state / "epoch.json").read_text())["epoch"]
     accelerator.load_state(str(state))
     # Drop lines of an epoch that was measured but whose state was not saved.
-    records = [r for r in _read_metrics(out_dir / "metrics.jsonl") if r.epoch <= done]
+    records = [r for r in read_metrics(out_dir / "metrics.jsonl") if r.epoch <= done]
     if accelerator.is_main_process:
         atomic.write_text(
             out_dir / "metrics.jsonl", "".join(json.dumps(r.__dict__) + "\n" for r in records)
@@ -395,7 +395,7 @@ def _resume(out_dir: Path, accelerator, config: TrainConfig) -> tuple[list[Epoch
     return records, (config.epochs + 1 if stopped else done + 1)
 
 
-def _read_metrics(path: Path) -> list[EpochRecord]:
+def read_metrics(path: Path) -> list[EpochRecord]:
     """The records of metrics.jsonl. Its last line may be torn (the machine died while it was
     appended); that line is dropped, as its epoch is re-measured anyway."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
