@@ -46,9 +46,13 @@ def test_shift_reprobes_and_counts_transitions(run, capsys):
     # The base model knows the 16 planted facts and none of the 16 unseen ones.
     assert sum(result["counts"]["HighlyKnown"].values()) >= 14
     assert sum(result["counts"]["Unknown"].values()) >= 14
-    # Trained until every example is fitted: most trained Unknown facts are now answered.
-    assert result["reliability"] >= 0.5 and result["n_trained_unknown"] == 8
-    assert record["subject"].endswith(":last")
+    # Reliability re-measures the saved last model on the 8 trained Unknown facts with the
+    # training prompt: exactly what training measured after its last epoch (how many of them
+    # are fitted by then is the run's business, not the analysis's).
+    assert record["subject"].endswith(":last") and result["n_trained_unknown"] == 8
+    with Store.for_workspace(workspace) as store:
+        last = store.train_records(record["subject"].removesuffix(":last"))[-1]["accuracy"]
+    assert result["reliability"] == pytest.approx(last["train/Unknown"])
 
 
 def test_consistency_collapse_and_token_kl_store_their_results(run, capsys):
