@@ -28,30 +28,69 @@ MAX_FIELD_CHARS = 2000
 
 
 def read_entity_questions(root: Path) -> list[RawFact]:
-    """Rows of an EntityQuestions directory: root/{train,dev,test}/P<id>.<split>.json."""
-    if not root.is_dir():
-        raise KnowshiftError(
-            f"{root}: no such directory; point entity-questions: at the dataset folder"
-        )
+    """Rows of an EntityQuestions download: root/{train,dev,test}/P<id>.<split>.json.
+
+    Each file is a JSON list of {"question", "answers"}; the relation is the file name's P<id>
+    and the split its folder. `root` may also be the folder the published dataset.zip was
+    unpacked into (holding dataset/). Other folders of the download (one-off/, ...) are not read.
+    """
+    root = _entity_questions_root(root)
     rows = []
     for split in Split:
         for path in sorted((root / split.value).glob(f"P*.{split.value}.json")):
             relation = path.name.split(".")[0]
             items = _parse_json(read_text(path), path)
             if not isinstance(items, list):
-                raise KnowshiftError(f"{path}: expected a JSON list of questions; fix the file")
+                raise KnowshiftError(
+                    f"{path}: expected a JSON list of questions; fix the file to hold "
+                    '[{"question": ..., "answers": [...]}, ...]'
+                )
             for index, item in enumerate(items):
                 where = f"{path} item {index}"
                 record = _as_mapping(item, where)
                 question = _required_text(record, "question", where)
-                answers = _answers(record.get("answers"), where)
+                if "answers" not in record:
+                    raise KnowshiftError(
+                        f"{where}: missing answers; give every record an answers list"
+                    )
+                answers = _answers(record["answers"], where)
                 rows.append(RawFact(relation, "", answers, question, split=split))
     if not rows:
         raise KnowshiftError(
             f"{root}: no EntityQuestions files found; expected {root}/test/P<id>.test.json "
-            "(and train/, dev/ alike)"
+            "(and train/, dev/ alike), as the published dataset.zip unpacks"
         )
     return rows
+
+
+def _entity_questions_root(root: Path) -> Path:
+    """The folder holding train/, dev/ and test/: `root` itself, or the one folder inside it
+    that does (dataset/ of the unpacked download). A split folder given instead is an error."""
+    if not root.is_dir():
+        raise KnowshiftError(
+            f"{root}: no such directory; point entity-questions: at the dataset folder"
+        )
+    if _has_splits(root):
+        return root
+    if root.name in SPLIT_NAMES and any(root.glob("P*.json")):
+        raise KnowshiftError(
+            f"{root}: this is the {root.name}/ folder of an EntityQuestions download; "
+            f"point entity-questions: at the folder that holds it, {root.parent}"
+        )
+    inside = sorted(child for child in root.iterdir() if child.is_dir() and _has_splits(child))
+    if root / "dataset" in inside:
+        return root / "dataset"
+    if len(inside) > 1:
+        names = ", ".join(child.name for child in inside)
+        raise KnowshiftError(
+            f"{root}: holds several EntityQuestions folders ({names}); point entity-questions: "
+            "at one of them"
+        )
+    return inside[0] if inside else root
+
+
+def _has_splits(folder: Path) -> bool:
+    return any((folder / split.value).is_dir() for split in Split)
 
 
 def read_popqa(path: Path) -> list[RawFact]:

@@ -13,6 +13,8 @@ Question templates of file sources come from the data. For each relation:
    so it reproduces each fact's own question. Exception: in a relation whose given subjects
    sit in differently worded questions, facts worded otherwise than the majority keep their
    own question text in `Fact.question`, which template 0 does not reproduce.
+
+EntityQuestions drops its multi-answer facts (METHODS B); the other file sources flag them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,16 @@ def load_facts(spec: str) -> FactSet:
 
             return load_geo()
         rows = _fill_subjects(_READERS[name](location))
-        return assemble(f"{name}:{location}", _relations(rows), rows)
+        facts = assemble(f"{name}:{location}", _relations(rows), rows)
+        return _single_answer(facts) if name == "entity-questions" else facts
+
+
+def _single_answer(facts: FactSet) -> FactSet:
+    """`facts` without its multi-answer facts, as Gekhman et al. filter EntityQuestions
+    (METHODS B). EntityQuestions gives a second correct answer as a second row with the same
+    question; one row's answers are aliases of one object. Other sources keep such facts,
+    flagged, for the probe to report."""
+    return replace(facts, facts=tuple(f for f in facts.facts if not f.multi_answer))
 
 
 @contextmanager
