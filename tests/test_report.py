@@ -303,6 +303,64 @@ def test_reporting_does_not_import_torch(study_dir, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+# --- the versions the results were made with --------------------------------------------------
+
+NOW = {"knowshift": "0.1.0", "torch": "2.13.0", "transformers": "5.25.0", "python": "3.11.7"}
+OLDER = {**NOW, "transformers": "5.19.0"}
+
+
+def _environment_study(folder: Path, monkeypatch, probe_versions: dict) -> str:
+    """Probe results made with `probe_versions`; runs a and b (b resumed from an older start)
+    and a shift analysis of a made with NOW. Returns the report."""
+    monkeypatch.setattr("knowshift.versions.environment_versions", lambda: dict(NOW))
+    with Store.for_workspace(folder) as store:
+        _put_probe_results(store)
+        store.connection.execute(
+            "UPDATE probe_settings SET versions = ?", (json.dumps(probe_versions),)
+        )
+        for run_id, earlier in (("run-a", []), ("run-b", [probe_versions])):
+            config = {"model": "tiny-model", "base_fingerprint": "fp-tiny", "versions": NOW}
+            store.register_run(
+                run_id, {**config, **({"earlier_versions": earlier} if earlier else {})}
+            )
+            store.put_train_record(run_id, 1, 10, 0.5, {"test": 0.4})
+        before = {f"f{i}": CATEGORIES[i % 4] for i in range(8)}
+        store.put_analysis("shift", "run-a:last", {}, asdict(shift_matrix(before, before)))
+    return write_report(folder).read_text(encoding="utf-8")
+
+
+def test_the_environment_section_names_the_versions_of_the_results(tmp_path, monkeypatch):
+    html = _environment_study(tmp_path, monkeypatch, NOW)
+    section = _section(html, "environment")
+    assert '<a href="#environment">Environment</a>' in html
+    for package, version in NOW.items():
+        assert (
+            f"<td>{package}</td><td>{version}</td><td>all 4</td>" in section
+        )  # a, b, probe, shift
+    assert "Not all results" not in html
+
+
+def test_results_made_with_other_versions_are_named_at_the_top(tmp_path, monkeypatch):
+    html = _environment_study(tmp_path, monkeypatch, OLDER)
+    warning = ("Not all results here were made with the same versions: transformers 5.25.0 "
+               "(runs run-a, run-b; analysis shift run-a (last)) and 5.19.0 (run run-b; probe "
+               "settings key-exact (exact)).")  # fmt: skip
+    top = html.split("<nav>")[0]
+    assert f'<p class="warning">{warning}' in top
+    assert warning in _section(html, "environment")
+    section = _section(html, "environment")
+    assert "<td>transformers</td><td>5.19.0</td>" in section
+    assert "<td>transformers</td><td>5.25.0</td>" in section
+    assert "<td>torch</td><td>2.13.0</td><td>all 4</td>" in section  # the same for every result
+
+
+def test_results_without_recorded_versions_are_counted(report_html):
+    # The module's study writes its runs and probe settings without versions, as an older
+    # knowshift did; its analyses record this process's.
+    section = _section(report_html, "environment")
+    assert "record no versions" in section and "<td>transformers</td>" in section
+
+
 # --- in a browser -------------------------------------------------------------------------------
 
 # Injected into a copy of the report: count the SVGs that have a size on the page, and collect

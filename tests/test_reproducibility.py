@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from helpers import run_ok
+from helpers import run_cli, run_ok
 
 from knowshift.cli import main
 from knowshift.probe.estimators import ProbeConfig
@@ -56,9 +57,13 @@ def _key(workspace: Path, estimator: str) -> str:
 
 
 def _train(model: Path, data: Path, out: Path, workspace: Path) -> None:
-    run_ok(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--workspace",
-         str(workspace), "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--precision",
-         "fp32", "--device", "cpu", "--n-dev", "4", "--n-test", "8"])  # fmt: skip
+    run_ok(_train_argv(model, data, out, workspace))
+
+
+def _train_argv(model: Path, data: Path, out: Path, workspace: Path) -> list[str]:
+    return ["train", "--model", str(model), "--data", str(data), "--out", str(out), "--workspace",
+            str(workspace), "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--precision",
+            "fp32", "--device", "cpu", "--n-dev", "4", "--n-test", "8"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +203,31 @@ def test_an_edited_facts_file_is_another_run(twice, planted_model_dir, facts_fil
         assert main(argv) == 2
     assert "holds another run" in stderr.getvalue()
     assert (run / "run.json").read_bytes() == before
+
+
+def test_resuming_a_run_under_other_versions_says_which_and_keeps_both(
+    twice, planted_model_dir, monkeypatch, tmp_path
+):
+    # A finished run and its workspace, copied: resuming it trains no further epoch.
+    run, workspace = tmp_path / "run", tmp_path / "ws"
+    shutil.copytree(twice["run-a"], run)
+    shutil.copytree(twice["ws-a"], workspace)
+    argv = _train_argv(planted_model_dir, twice["set-a"], run, workspace)
+    status, _, stderr = run_cli(argv)
+    assert status == 0 and "note:" not in stderr  # the same versions: nothing to say
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    with Store.for_workspace(workspace) as store:
+        first = store.run_config(run_id)["versions"]
+    upgraded = {**first, "transformers": "99.0.0"}
+    monkeypatch.setattr("knowshift.versions.environment_versions", lambda: dict(upgraded))
+    status, _, stderr = run_cli(argv)
+    assert status == 0, stderr
+    notes = [line for line in stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: stored results of run {run_id} were made with transformers "
+        f"{first['transformers']} (now 99.0.0); results made now will be marked with the new versions"
+    ]
+    with Store.for_workspace(workspace) as store:
+        stored = store.run_config(run_id)
+    assert stored["versions"] == upgraded and stored["earlier_versions"] == [first]
+    assert json.loads((run / "run.json").read_text())["versions"] == first  # its first start

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from knowshift.probe.estimators import ESTIMATORS, Block, ProbeConfig, run_block
 from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets, prompt_format
 from knowshift.store import Store
 from knowshift.types import CATEGORIES, Fact, FactSet, ProbeResult
-from knowshift.versions import environment_versions
+from knowshift.versions import environment_versions, versions_note
 
 if TYPE_CHECKING:
     from knowshift.probe.vllm_engine import VllmEngine, VllmModel
@@ -120,9 +121,12 @@ def probe(
     dtype = str(loaded.dtype).removeprefix("torch.")
     backend = getattr(loaded, "backend", "torch")
     params_key, params = settings_key(config, facts, dtype, backend)
-    store.register_settings(params_key, config.estimator, params, _versions(loaded))
+    versions, stored_versions = _versions(loaded), store.settings_versions(params_key)
+    store.register_settings(params_key, config.estimator, params, versions)
     done = store.probed_fact_ids(loaded.fingerprint, params_key)
     todo = [f for f in targets if f.id not in done]
+    if stored_versions is not None:
+        _note_versions(params_key, stored_versions, versions, len(targets) - len(todo), len(todo))
     if progress:
         progress(len(targets) - len(todo))
     # 3. Probe the rest, relation by relation, one stored block at a time.
@@ -177,6 +181,20 @@ def _versions(loaded: LoadedModel | VllmModel) -> dict[str, str]:
         "dtype": str(loaded.dtype),
         "model": loaded.name,
     }
+
+
+def _note_versions(params_key: str, stored: dict, current: dict, n_reused: int, n_new: int) -> None:
+    """Say so on stderr when the stored results of these settings were made with other
+    versions. They are reused all the same (the settings key leaves versions out, so an upgrade
+    does not discard every stored result), and the settings' record keeps its first probe's
+    versions, so new results under it are stored as if made with those."""
+    consequence = f"{n_reused} of the facts asked for are reused"
+    if n_new:
+        consequence += (f", and the {n_new} probed now are stored under the same settings, "
+                        "whose record keeps those versions")  # fmt: skip
+    note = versions_note(f"probe settings {params_key}", [stored], current, consequence)
+    if note:
+        print(note, file=sys.stderr, flush=True)
 
 
 def category_table(results: Sequence[ProbeResult], facts: dict[str, Fact]) -> str:

@@ -23,6 +23,7 @@ from knowshift.report.analyses import (
     token_kl_section,
 )
 from knowshift.report.data import Study, load_study
+from knowshift.report.environment import environment_section, mixed_versions
 from knowshift.report.html import page
 from knowshift.report.training import (
     categories_section,
@@ -64,7 +65,9 @@ def render_report(study: Study) -> str:
     kinds = ", ".join(f"{len(v)} {k}" for k, v in sorted(study.analyses.items()))
     summary = (f"From <code>{escape(str(study.database))}</code>: {len(study.runs)} runs, "
                f"{n_analyses} stored analyses{f' ({escape(kinds)})' if kinds else ''}.")  # fmt: skip
-    return page(study, [section(study) for section in SECTIONS], summary + runs_table(study))
+    mixed = mixed_versions(study)
+    return page(study, [section(study) for section in SECTIONS], summary + runs_table(study),
+                [mixed] if mixed else [], environment_section(study))  # fmt: skip
 
 
 __all__ = ["REPORT_FILE", "render_report", "write_report"]

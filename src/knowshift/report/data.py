@@ -121,6 +121,16 @@ class RestoreSweep:
 
 
 @dataclass(frozen=True)
+class Made:
+    """A result of the report and the versions it was made with (empty: its record has none).
+    A run resumed under other versions is one Made per environment."""
+
+    kind: str  # "run", "probe settings" or "analysis"
+    name: str  # the run's label, the settings key and estimator, the analysis and its label
+    versions: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Study:
     """Everything a report shows."""
 
@@ -131,6 +141,7 @@ class Study:
     analyses: Mapping[str, tuple[Analysis, ...]]  # kind -> analyses, oldest first
     unreadable: tuple[str, ...]  # analyses stored in a shape this report cannot read
     failed: tuple[tuple[str, str], ...]  # (label, error) of the study runs that failed
+    made: tuple[Made, ...] = ()  # the runs, probe settings and analyses shown, with their versions
 
     def of_kind(self, kind: str) -> tuple[Analysis, ...]:
         return self.analyses.get(kind, ())
@@ -148,6 +159,7 @@ def load_study(study_dir: str | Path) -> Study:
         runs = _runs(store, studies)
         categories = _category_counts(store)
         records = store.analyses()
+        made = _versions_of(store, runs, categories)
     if not runs and not categories and not records:
         raise KnowshiftError(
             f"{path} holds no probe results, runs or analyses yet; run knowshift probe, train or study run first"
@@ -166,12 +178,30 @@ def load_study(study_dir: str | Path) -> Study:
             analyses[record["kind"]].append(
                 Analysis(record["kind"], record["subject"], label, record["params"], result)
             )
+            made.append(Made("analysis", f"{record['kind']} {label}", record["versions"]))
     names = list(dict.fromkeys(s["study"] for s in studies))
     title = ", ".join(names) if names else Path(study_dir).resolve().name
     failed = tuple((_row_label(row, studies), str(row["variant"].get("error", "")))
                    for row in studies if row["status"] == "failed")  # fmt: skip
     by_kind = {k: tuple(v) for k, v in analyses.items()}
-    return Study(path, title, runs, categories, by_kind, tuple(unreadable), failed)
+    return Study(path, title, runs, categories, by_kind, tuple(unreadable), failed, tuple(made))
+
+
+def _versions_of(
+    store: Store, runs: tuple[Run, ...], categories: tuple[CategoryCounts, ...]
+) -> list[Made]:
+    """The versions the runs (each start of a resumed one) and the probe settings were made
+    with; a settings key records those of its first probe."""
+    made = []
+    for run in runs:
+        config = store.run_config(run.run_id) or {}
+        for versions in (config.get("versions", {}), *config.get("earlier_versions", [])):
+            made.append(Made("run", run.label, versions))
+    for key, estimator in dict.fromkeys((c.params_key, c.estimator) for c in categories):
+        made.append(
+            Made("probe settings", f"{key} ({estimator})", store.settings_versions(key) or {})
+        )
+    return made
 
 
 # --- runs ----------------------------------------------------------------------------------------

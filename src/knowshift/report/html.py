@@ -26,6 +26,8 @@ nav a{color:#1f5fa8;text-decoration:none;display:block}
 p.shows{margin:2px 0;font-size:14px} p.published{margin:2px 0 10px;font-size:13px;color:#555}
 p.published b{color:#8a4b00}
 p.missing{color:#777;font-style:italic;font-size:14px;margin:6px 0}
+p.warning{color:#8a4b00;background:#fff8ef;border-left:3px solid #d08a2c;font-size:14px;
+  margin:6px 0;padding:4px 8px}
 .figures{display:flex;flex-wrap:wrap;gap:10px 28px;align-items:flex-start}
 figure{margin:8px 0} figcaption{font-size:12px;color:#555;margin-top:2px;max-width:560px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0 4px}
@@ -46,14 +48,16 @@ class Section:
     body: str | None
 
 
-def page(study: Study, sections: Sequence[Section], summary: str) -> str:
-    """The whole HTML document: title, summary, contents, then the sections."""
+def page(study: Study, sections: Sequence[Section], summary: str, warnings: Sequence[str] = (),
+         environment: str = "") -> str:  # fmt: skip
+    """The whole HTML document: title, summary, `warnings` (plain text), contents, the
+    sections, then `environment` (a whole section, id "environment")."""
     toc = "".join(
         f'<a href="#{s.about.anchor}">{escape(s.about.title)}'
         f"{'' if s.body else ' (not in this study)'}</a>"
         for s in sections
-    )
-    notes = ""
+    ) + ('<a href="#environment">Environment</a>' if environment else "")
+    notes = "".join(warning(text) for text in warnings)
     if study.failed:
         failures = "; ".join(f"{label}: {error}" for label, error in study.failed)
         notes += note(f"{len(study.failed)} run(s) failed: {failures}")
@@ -68,6 +72,7 @@ def page(study: Study, sections: Sequence[Section], summary: str) -> str:
         f"<title>{title}</title><style>{STYLE}</style></head><body><main><h1>{title}</h1>"
         f'<p class="meta">{summary}</p>{notes}<nav>{toc}</nav>'
         + "".join(_section(s) for s in sections)
+        + environment
         + "</main></body></html>\n"
     )
 
@@ -102,6 +107,11 @@ def heading(text: str) -> str:
 def note(text: str) -> str:
     """A remark in the style of a missing-data note (escaped)."""
     return note_html(escape(text))
+
+
+def warning(text: str) -> str:
+    """A remark the reader must not miss (escaped), e.g. results made with other versions."""
+    return f'<p class="warning">{escape(text)}</p>'
 
 
 def note_html(markup: str) -> str:

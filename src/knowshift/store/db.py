@@ -169,6 +169,14 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def settings_versions(self, params_key: str) -> dict | None:
+        """The versions recorded with a settings key (those of its first probe), or None when
+        it is not stored."""
+        row = self.connection.execute(
+            "SELECT versions FROM probe_settings WHERE params_key = ?", (params_key,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def settings_with_results(
         self, model_fingerprint: str, estimator: str
     ) -> list[tuple[str, dict]]:
@@ -245,9 +253,11 @@ class Store:
         return analysis_id
 
     def analyses(self, kind: str | None = None, subject: str | None = None) -> list[dict]:
-        """Stored analyses (newest last), optionally of one kind and/or subject."""
+        """Stored analyses (newest last), optionally of one kind and/or subject, each with the
+        versions it was made with."""
         query = (
-            "SELECT analysis_id, kind, subject, params, result, created_at FROM analyses WHERE 1=1"
+            "SELECT analysis_id, kind, subject, params, result, versions, created_at"
+            " FROM analyses WHERE 1=1"
         )
         args: list[str] = []
         if kind:
@@ -257,8 +267,8 @@ class Store:
         rows = self.connection.execute(query + " ORDER BY created_at", args)
         return [
             {"analysis_id": a, "kind": k, "subject": s, "params": json.loads(p),
-             "result": json.loads(r), "created_at": t}
-            for a, k, s, p, r, t in rows
+             "result": json.loads(r), "versions": json.loads(v), "created_at": t}
+            for a, k, s, p, r, v, t in rows
         ]  # fmt: skip
 
     def put_train_record(

@@ -87,6 +87,8 @@ def run_study(study: Study, study_dir: str | Path, *, device: str = "auto",
         todo = [run for run in study.runs if not logs[run.run_id].complete(run.config)]
         echo(f"study {study.name}: {n} runs, {n - len(todo)} done earlier, {len(todo)} to run "
              f"-> {study_dir}")  # fmt: skip
+        if note := _versions_note(store, study):
+            echo(note)
         # 2. Probe once per base model and setting; build every set (both reuse finished work).
         facts = {s: load_facts(s) for s in sorted({r.config.facts.source for r in todo})}
         cache = _probe_cache(probe_cache, store.path)
@@ -182,6 +184,19 @@ def _run_each(store, study: Study, contexts: dict[str, RunContext], logs: dict[s
             executor.submit(tag, contexts[run.run_id], finished)
     executor.wait()
     return failures
+
+
+def _versions_note(store, study: Study) -> str | None:
+    """The note to print when the study's stored runs and analyses were made with other
+    versions than this process's (its probe results are the probe stage's to note)."""
+    from knowshift.versions import versions_note
+
+    stored = [analysis["versions"] for analysis in store.analyses()]
+    for row in store.study_runs(study.name):
+        config = store.run_config(row["run_id"]) if row["status"] != "dropped" else None
+        if config:
+            stored += [config.get("versions", {}), *config.get("earlier_versions", [])]
+    return versions_note(f"study {study.name}", stored)
 
 
 def _probe_cache(probe_cache: str | Path | None, own: Path) -> Path | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -110,9 +111,10 @@ def run_training(
         environment = {"device": str(trains_on), "precision": resolved_precision(config, trains_on),
                        **launch_record()}  # fmt: skip
         if is_main_process():  # the other processes of a launch write nothing
+            earlier = _earlier_versions(store, run_id, out_dir)  # a resumed run's, if others
             _claim_folder(out_dir, run_id, resolved, Path(data_dir).resolve(), environment)
             _register(store, run_id, {**resolved, **environment}, training_set, items, out_dir,
-                      Path(data_dir))  # fmt: skip
+                      Path(data_dir), earlier)  # fmt: skip
         # 4. Train, recording as it goes.
         pairs = [(e.prompt, e.completion) for e in training_set.examples]
 
@@ -123,10 +125,10 @@ def run_training(
 
 
 def _register(store: Store, run_id: str, resolved: dict, training_set, items, out_dir: Path,
-              data_dir: Path) -> None:  # fmt: skip
+              data_dir: Path, earlier_versions: list[dict]) -> None:  # fmt: skip
     """The run's config in the store, and beside its identity what it ran with (versions,
-    device, precision) and what analyses need later (group sizes turn fitted shares into
-    counts)."""
+    device, precision; `earlier_versions`: those of its earlier starts, where they differ) and
+    what analyses need later (group sizes turn fitted shares into counts)."""
     from knowshift.versions import environment_versions
 
     manifest = training_set.manifest
@@ -137,8 +139,27 @@ def _register(store: Store, run_id: str, resolved: dict, training_set, items, ou
          "data_dir": str(data_dir.resolve()), "probe_params_key": manifest.params_key,
          "template": manifest.spec.get("template", "plain"),
          "train_relations": sorted({e.relation for e in training_set.examples}),
-         "versions": environment_versions()},
+         "versions": environment_versions(),
+         **({"earlier_versions": earlier_versions} if earlier_versions else {})},
     )  # fmt: skip
+
+
+def _earlier_versions(store: Store, run_id: str, out_dir: Path) -> list[dict]:
+    """The versions a resumed run was trained with before, those that differ from this
+    process's (said on stderr, so a run made under two environments does not pass unnoticed);
+    [] for a new run or one resumed with the same versions. From its run folder's record (its
+    first start) and the store's (later starts)."""
+    from knowshift.versions import environment_versions, version_differences, versions_note
+
+    current, config = environment_versions(), store.run_config(run_id) or {}
+    info = out_dir / "run.json"
+    first = json.loads(info.read_text(encoding="utf-8")).get("versions") if info.is_file() else None
+    recorded = [first, *config.get("earlier_versions", []), config.get("versions")]
+    earlier = [versions for i, versions in enumerate(recorded)
+               if versions and versions not in recorded[:i] and version_differences([versions], current)]  # fmt: skip
+    if note := versions_note(f"run {run_id}", earlier, current):
+        print(note, file=sys.stderr, flush=True)
+    return earlier
 
 
 def _run_lock(out_dir: Path):
