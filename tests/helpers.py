@@ -35,3 +35,15 @@ def run_ok(argv: list[str]) -> str:
     status, stdout, stderr = run_cli(argv)
     assert status == 0, stderr
     return stdout
+
+
+def fitted_shares_have_full_rank(store, run_ids) -> bool:
+    """Whether the regression of accuracy on fitted Known / Unknown shares is defined over these
+    runs' epochs: its design [1, Known fitted, Unknown fitted] has full column rank. Fitting is
+    up to training (Known examples fitted from the first epoch, Unknown ones never, make the
+    columns collinear), so tests of the regression stages assert what happens either way."""
+    import numpy as np
+
+    rows = [(1.0, r["accuracy"]["train/Known"], r["accuracy"]["train/Unknown"])
+            for run_id in run_ids for r in store.train_records(run_id)]  # fmt: skip
+    return int(np.linalg.matrix_rank(np.array(rows))) == 3
