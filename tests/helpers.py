@@ -47,3 +47,17 @@ def fitted_shares_have_full_rank(store, run_ids) -> bool:
     rows = [(1.0, r["accuracy"]["train/Known"], r["accuracy"]["train/Unknown"])
             for run_id in run_ids for r in store.train_records(run_id)]  # fmt: skip
     return int(np.linalg.matrix_rank(np.array(rows))) == 3
+
+
+def fact_source_error(spec) -> str:
+    """The one-line error that loading the fact source `spec` raises."""
+    import pytest
+
+    from knowshift.errors import KnowshiftError
+    from knowshift.facts import load_facts
+
+    with pytest.raises(KnowshiftError) as caught:
+        load_facts(str(spec))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message

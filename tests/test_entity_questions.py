@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import fact_source_error, run_cli
 
-from knowshift.errors import KnowshiftError
 from knowshift.facts import load_facts
 from knowshift.types import Split
 
@@ -160,24 +159,16 @@ def test_probe_runs_on_the_download(download, planted_model_dir, tmp_path):
 # --- bad downloads: one line naming the file and the fix ------------------------------------------
 
 
-def _error(spec) -> str:
-    with pytest.raises(KnowshiftError) as caught:
-        load_facts(str(spec))
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_folder_without_question_files(tmp_path):
     (tmp_path / "dataset" / "train").mkdir(parents=True)
     (tmp_path / "dataset" / "train" / "notes.txt").write_text("x", encoding="utf-8")
-    message = _error(f"entity-questions:{tmp_path}")
+    message = fact_source_error(f"entity-questions:{tmp_path}")
     assert f"{tmp_path / 'dataset'}: no EntityQuestions files found" in message
     assert "test/P<id>.test.json" in message
 
 
 def test_a_split_folder_given_for_the_download(download):
-    message = _error(f"entity-questions:{download / 'test'}")
+    message = fact_source_error(f"entity-questions:{download / 'test'}")
     assert "this is the test/ folder of an EntityQuestions download" in message
     assert message.endswith(f"point entity-questions: at the folder that holds it, {download}")
 
@@ -196,12 +187,12 @@ def test_a_split_folder_given_for_the_download(download):
 )  # fmt: skip
 def test_a_file_that_is_not_a_list_of_questions_and_answers(download, content, expected):
     (download / "train" / "P36.train.json").write_text(json.dumps(content), encoding="utf-8")
-    message = _error(f"entity-questions:{download}")
+    message = fact_source_error(f"entity-questions:{download}")
     assert str(download / "train") in message and expected in message
 
 
 def test_a_file_cut_off_names_its_line(download):
     path = download / "test" / "P50.test.json"
     path.write_text('[\n  {"question": "Who is the author of Dracula?",\n', encoding="utf-8")
-    message = _error(f"entity-questions:{download}")
+    message = fact_source_error(f"entity-questions:{download}")
     assert message.startswith(f"{path} line 3: malformed JSON")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import fact_source_error
 
-from knowshift.errors import KnowshiftError
 from knowshift.facts import SOURCE_NAMES, load_facts
 from knowshift.types import Split
 
@@ -149,71 +149,63 @@ def test_generic_splits_are_deterministic(tmp_path):
     assert sizes == {Split.TRAIN: 140, Split.DEV: 20, Split.TEST: 40}
 
 
-def _error(spec) -> str:
-    with pytest.raises(KnowshiftError) as caught:
-        load_facts(str(spec))
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
 def test_unknown_source_name_lists_the_valid_ones():
-    message = _error("entity-question:/tmp/x")
+    message = fact_source_error("entity-question:/tmp/x")
     assert "did you mean 'entity-questions'" in message
     assert all(name in message for name in SOURCE_NAMES)
-    assert "geo" in _error("goe")
+    assert "geo" in fact_source_error("goe")
 
 
 def test_missing_paths(tmp_path):
-    assert "no such file" in _error(f"jsonl:{tmp_path / 'absent.jsonl'}")
-    assert "no such file" in _error(tmp_path / "absent.csv")
-    assert "no such directory" in _error(f"entity-questions:{tmp_path / 'absent'}")
-    assert "no EntityQuestions files" in _error(f"entity-questions:{tmp_path}")
+    assert "no such file" in fact_source_error(f"jsonl:{tmp_path / 'absent.jsonl'}")
+    assert "no such file" in fact_source_error(tmp_path / "absent.csv")
+    assert "no such directory" in fact_source_error(f"entity-questions:{tmp_path / 'absent'}")
+    assert "no EntityQuestions files" in fact_source_error(f"entity-questions:{tmp_path}")
 
 
 def test_malformed_json_line_names_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "Q?", "answer": "a"}\n{"question": "Q2?", \n', encoding="utf-8")
-    message = _error(path)
+    message = fact_source_error(path)
     assert f"{path} line 2" in message and "malformed JSON" in message
 
 
 def test_empty_answers_name_the_line(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text('{"question": "Q?", "answers": []}\n', encoding="utf-8")
-    assert f"{path} line 1: no answers" in _error(path)
+    assert f"{path} line 1: no answers" in fact_source_error(path)
     csv_path = tmp_path / "empty.csv"
     csv_path.write_text("question,answer\nQ?,a\nQ2?,\n", encoding="utf-8")
-    assert f"{csv_path} line 3: no answers" in _error(csv_path)
+    assert f"{csv_path} line 3: no answers" in fact_source_error(csv_path)
 
 
 def test_missing_column_and_bad_values(tmp_path):
     path = tmp_path / "nocol.csv"
     path.write_text("query,answer\nQ?,a\n", encoding="utf-8")
-    assert "missing column question" in _error(path)
+    assert "missing column question" in fact_source_error(path)
     tsv = tmp_path / "popqa.tsv"
     tsv.write_text("subj\tprop\tquestion\n", encoding="utf-8")
-    assert "missing column possible_answers" in _error(tsv)
+    assert "missing column possible_answers" in fact_source_error(tsv)
     path = tmp_path / "split.jsonl"
     path.write_text('{"question": "Q?", "answer": "a", "split": "holdout"}\n', encoding="utf-8")
-    assert "unknown split 'holdout'" in _error(path)
+    assert "unknown split 'holdout'" in fact_source_error(path)
     path = tmp_path / "mixed.jsonl"
     path.write_text('{"question": "Q?", "answer": "a", "split": "train"}\n'
                     '{"question": "R?", "answer": "b"}\n', encoding="utf-8")  # fmt: skip
-    assert f"{path} line 2: split given for some rows only" in _error(path)
+    assert f"{path} line 2: split given for some rows only" in fact_source_error(path)
     path = tmp_path / "ids.jsonl"
     path.write_text('{"question": "Q?", "answer": "a", "id": "x"}\n'
                     '{"question": "R?", "answer": "b", "id": "x"}\n', encoding="utf-8")  # fmt: skip
-    assert "duplicate fact id 'x'" in _error(path)
+    assert "duplicate fact id 'x'" in fact_source_error(path)
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("question,answer\nWhere is Zürich?,Switzerland\n".encode("latin-1"))
-    message = _error(path)
+    message = fact_source_error(path)
     assert f"{path} line 2" in message and "UTF-8" in message
 
 
 def test_bad_specs():
-    assert "geo takes no path" in _error("geo:somewhere")
-    assert "needs a path" in _error("csv:")
+    assert "geo takes no path" in fact_source_error("geo:somewhere")
+    assert "needs a path" in fact_source_error("csv:")
