@@ -13,6 +13,7 @@ the pads and position ids skip them, so every row's last prompt token sits in th
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,10 @@ class Engine:
         self.eos_ids = sorted(eos_ids(self.model.generation_config.eos_token_id, self.tokenizer))
         newline, clean = stop_tokens(self.tokenizer, self.vocab_size, self.eos_ids)
         self.newline_tokens, self.clean_stop_tokens = newline.to(self.device), clean.to(self.device)
+        # transformers 5.2x renamed the decoder's key/value cache argument `past_key_values` to
+        # `cache` (the old name warns, and goes in 5.40): pass the one this version takes.
+        forward = inspect.signature(self.model.get_decoder().forward).parameters
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
         self.tokens_processed = 0  # every real token that went through the model
         self.logit_rows = 0  # positions whose output-layer logits were computed
 
@@ -333,8 +338,8 @@ class Engine:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_argument: cache},
         )
         return out.last_hidden_state
 
