@@ -348,3 +348,16 @@ def test_models_lists_the_embedded_models_with_install_commands(capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "usage: knowshift" in capsys.readouterr().out
+
+
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(facts_file):
+    """`knowshift facts FILE | head -1`: the closed pipe ends the command quietly (status 141)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    done = subprocess.run(
+        [sys.executable, "-m", "knowshift", "facts", f"jsonl:{facts_file}"],
+        stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+    )  # fmt: skip
+    os.close(write_end)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from knowshift.atomic import FolderInUseError
@@ -31,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "knowshift: interrupted; finished batches are stored, rerun to resume", file=sys.stderr
         )
         return 130
+    except BrokenPipeError:
+        # The reader went away (`knowshift facts geo | head`): it had what it wanted. Point
+        # stdout at /dev/null so the interpreter's last flush does not raise again.
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
 
 
 def _print_error(message: str) -> None:
