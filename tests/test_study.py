@@ -76,6 +76,26 @@ def test_a_grid_value_may_set_several_keys_and_variants_alone_skip_the_base():
     assert [r.config.train.config.epochs for r in only_variants.runs] == [3, 4]
 
 
+def test_seeds_repeat_every_grid_point_and_variant_with_training_and_set_seeds():
+    plain = parse_study(BASE).runs
+    seeded = parse_study(_with(seeds=3)).runs
+    assert len(seeded) == 3 * len(plain)
+    for i, run in enumerate(plain):  # each run of the plain study, then its seeds 1 and 2
+        same = seeded[3 * i : 3 * i + 3]
+        assert [r.label for r in same] == [f"{run.label}, seed={s}" for s in range(3)]
+        assert [(r.config.train.config.seed, r.config.build.seed) for r in same] == [(0, 0), (1, 1), (2, 2)]  # fmt: skip
+        assert [r.variant["train.seed"] for r in same] == [0, 1, 2]
+        # Seed 0 is the default: the same run as without seeds, so nothing is trained twice.
+        assert same[0].run_id == run.run_id and len({r.run_id for r in same}) == 3
+    assert [r.config.train.config.seed for r in parse_study(_with(seeds=[4, 7])).runs[:2]] == [4, 7]
+
+
+@pytest.mark.parametrize("seeds", [0, [], [1, 1], ["a"], 1.5, True])
+def test_bad_seeds_name_the_key_and_the_way_to_write_it(seeds):
+    with pytest.raises(KnowshiftError, match="seeds"):
+        parse_study(_with(seeds=seeds))
+
+
 def test_run_ids_are_the_hash_of_the_resolved_settings():
     ids = [r.run_id for r in parse_study(BASE).runs]
     assert ids == [r.run_id for r in parse_study(copy.deepcopy(BASE)).runs]

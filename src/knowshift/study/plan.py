@@ -7,8 +7,10 @@ whose id is the hash of its resolved settings.
 Runs, in order: every combination of the grid's values (the base alone when there is no grid and
 no variant), then every variant. A grid axis is a dotted key and its list of values; a value that
 is a mapping sets several keys at once (keys relative to the axis key). A variant is a mapping of
-dotted keys (plus an optional `label`). `overrides` (and `--set KEY=VALUE`) apply last, to every
-run; a null value removes a base setting (back to its default). `scale` multiplies the sizes
+dotted keys (plus an optional `label`). `seeds` (a list, or a count N for 0..N-1) repeats every
+one of those runs once per seed, with that seed as its training seed (order, initial adapter)
+and its set's seed (the draws that build it). `overrides` (and `--set KEY=VALUE`) apply last, to
+every run; a null value removes a base setting (back to its default). `scale` multiplies the sizes
 (`SCALED_KEYS`, and the `limit` / `pool` of analyses) towards the published ones.
 """
 
@@ -29,7 +31,8 @@ from knowshift.study.analyses import parse_study_analyses
 from knowshift.study.sections import SECTIONS, RunConfig, coerce, parse_run, section_keys
 
 TOP_KEYS = ("name", "description", "scale", *SECTIONS, "analyses", "study_analyses", "grid",
-            "variants", "overrides")  # fmt: skip
+            "variants", "seeds", "overrides")  # fmt: skip
+SEED_KEYS = ("train.seed", "build.seed")  # what one value of `seeds` sets
 SCALED_KEYS = ("probe.limit", "build.size", "build.n_unknown", "train.n_dev", "train.n_test",
                "eval.n_facts")  # fmt: skip
 SCALED_ANALYSIS_OPTIONS = ("limit", "pool")
@@ -172,7 +175,28 @@ def _choices(document: Mapping[str, Any]) -> list[tuple[LabelParts, dict[str, An
         settings = _checked({k: v for k, v in variant.items() if k != "label"}, f"variants[{i}]")
         label = variant.get("label")
         choices.append(([(str(label) if label else None, tuple(settings))], settings))
-    return choices
+    seeds = _seeds(document.get("seeds"))
+    if seeds is None:
+        return choices
+    return [([*parts, (f"seed={seed}", SEED_KEYS)], {**settings, **dict.fromkeys(SEED_KEYS, seed)})
+            for parts, settings in choices for seed in seeds]  # fmt: skip
+
+
+def _seeds(value: Any) -> list[int] | None:
+    """The study's `seeds`: None (no seed axis), a count N (seeds 0..N-1) or a list of seeds."""
+    if value is None:
+        return None
+    hint = "write seeds: 3 (seeds 0, 1, 2) or seeds: [0, 1, 2]"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise KnowshiftError(f"seeds must be at least 1, got {value}; {hint}")
+        return list(range(value))
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):  # fmt: skip
+        raise KnowshiftError(f"seeds must be a count or a non-empty list of integers; {hint}")
+    if len(set(value)) != len(value):
+        raise KnowshiftError(f"seeds {value} repeat a seed; each seed once")
+    return list(value)
 
 
 def _axis(key: str, values: Any) -> list[tuple[str | None, dict[str, Any]]]:
