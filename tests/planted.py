@@ -11,7 +11,7 @@ training run's floating point:
 - training goes on until every planted answer has probability >= MEMORISED under the probes'
   few-shot and declarative prompts, so a sampling estimator sees it in practically every sample
   (at 20 samples per fact, p >= 0.99 gives a level-4 mastery share > 0.75 with probability
-  1 - 1.5e-5), whatever the processor's arithmetic made of the first steps.
+  1 - 1.4e-6 per fact), whatever the processor's arithmetic made of the first steps.
 """
 
 from __future__ import annotations
