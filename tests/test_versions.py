@@ -108,7 +108,7 @@ def test_reprobing_under_the_same_versions_says_nothing(probed, store, capsys):
 
 def test_reprobing_under_other_versions_says_which_in_one_line(probed, store, capsys):
     facts, key = probed
-    older = {**store.settings_versions(key), "transformers": "5.19.0", "peft": "0.21.2"}
+    older = {**store.settings_versions(key)[0], "transformers": "5.19.0", "peft": "0.21.2"}
     store.connection.execute(
         "UPDATE probe_settings SET versions = ? WHERE params_key = ?", (json.dumps(older), key)
     )
@@ -119,8 +119,9 @@ def test_reprobing_under_other_versions_says_which_in_one_line(probed, store, ca
         f"(now {now['transformers']}), peft 0.21.2 (now {now['peft']}); "
         f"{len(facts.facts)} of the facts asked for are reused"
     )
-    # The key and the stored record stay as they were: an upgrade invalidates nothing.
-    assert store.settings_versions(key) == older
+    # The key and the stored record stay as they were: an upgrade invalidates nothing, and
+    # reusing results adds no versions to the settings' record.
+    assert store.settings_versions(key) == [older]
     assert store.probed_fact_ids(_Loaded.fingerprint, key) == {f.id for f in facts.facts}
 
 
@@ -156,3 +157,18 @@ def test_a_study_rerun_under_the_same_versions_says_nothing(tmp_path, facts_file
     lines = _rerun_study(tmp_path, facts_file, environment_versions())
     assert lines[0].startswith("study toy:")
     assert not [line for line in lines if "note:" in line]
+
+
+def test_results_added_after_an_upgrade_record_their_versions(tmp_path):
+    """A settings key keeps every set of versions that added results under it, first probe first,
+    each once; a database made before this record existed opens and gains it."""
+    path = tmp_path / "ws"
+    with Store.for_workspace(path) as store:
+        store.register_settings("k", "exact", {}, {"transformers": "5.19.0"})
+        store.connection.execute("DROP TABLE probe_versions")  # as an older knowshift made it
+    with Store.for_workspace(path) as store:
+        assert store.settings_versions("k") == [{"transformers": "5.19.0"}]
+        for version in ("5.19.0", "5.25.0", "5.25.0"):
+            store.add_settings_versions("k", {"transformers": version})
+        assert store.settings_versions("k") == [{"transformers": "5.19.0"}, {"transformers": "5.25.0"}]  # fmt: skip
+        assert store.settings_versions("unknown") == []

@@ -125,8 +125,10 @@ def probe(
     store.register_settings(params_key, config.estimator, params, versions)
     done = store.probed_fact_ids(loaded.fingerprint, params_key)
     todo = [f for f in targets if f.id not in done]
-    if stored_versions is not None:
+    if stored_versions:
         _note_versions(params_key, stored_versions, versions, len(targets) - len(todo), len(todo))
+    if todo:  # the results about to be stored were made with these versions
+        store.add_settings_versions(params_key, versions)
     if progress:
         progress(len(targets) - len(todo))
     # 3. Probe the rest, relation by relation, one stored block at a time.
@@ -183,16 +185,16 @@ def _versions(loaded: LoadedModel | VllmModel) -> dict[str, str]:
     }
 
 
-def _note_versions(params_key: str, stored: dict, current: dict, n_reused: int, n_new: int) -> None:
-    """Say so on stderr when the stored results of these settings were made with other
-    versions. They are reused all the same (the settings key leaves versions out, so an upgrade
-    does not discard every stored result), and the settings' record keeps its first probe's
-    versions, so new results under it are stored as if made with those."""
+def _note_versions(
+    params_key: str, stored: list[dict], current: dict, n_reused: int, n_new: int
+) -> None:
+    """Say so on stderr when stored results of these settings were made with other versions.
+    They are reused all the same (the settings key leaves versions out, so an upgrade does not
+    discard every stored result); the new ones are recorded with this process's versions."""
     consequence = f"{n_reused} of the facts asked for are reused"
     if n_new:
-        consequence += (f", and the {n_new} probed now are stored under the same settings, "
-                        "whose record keeps those versions")  # fmt: skip
-    note = versions_note(f"probe settings {params_key}", [stored], current, consequence)
+        consequence += f", and the {n_new} probed now are recorded with the new versions"
+    note = versions_note(f"probe settings {params_key}", stored, current, consequence)
     if note:
         print(note, file=sys.stderr, flush=True)
 

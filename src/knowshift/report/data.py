@@ -190,17 +190,16 @@ def load_study(study_dir: str | Path) -> Study:
 def _versions_of(
     store: Store, runs: tuple[Run, ...], categories: tuple[CategoryCounts, ...]
 ) -> list[Made]:
-    """The versions the runs (each start of a resumed one) and the probe settings were made
-    with; a settings key records those of its first probe."""
+    """The versions the runs (each start of a resumed one) and the probe settings (each set
+    of versions that added results under them) were made with."""
     made = []
     for run in runs:
         config = store.run_config(run.run_id) or {}
         for versions in (config.get("versions", {}), *config.get("earlier_versions", [])):
             made.append(Made("run", run.label, versions))
     for key, estimator in dict.fromkeys((c.params_key, c.estimator) for c in categories):
-        made.append(
-            Made("probe settings", f"{key} ({estimator})", store.settings_versions(key) or {})
-        )
+        for versions in store.settings_versions(key) or [{}]:
+            made.append(Made("probe settings", f"{key} ({estimator})", versions))
     return made
 
 

@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS probe_settings (
     versions TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS probe_versions (
+    params_key TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (params_key, versions)
+);
 CREATE TABLE IF NOT EXISTS train_records (
     run_id TEXT NOT NULL,
     epoch REAL NOT NULL,
@@ -169,13 +175,31 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def settings_versions(self, params_key: str) -> dict | None:
-        """The versions recorded with a settings key (those of its first probe), or None when
-        it is not stored."""
-        row = self.connection.execute(
+    def add_settings_versions(self, params_key: str, versions: dict) -> None:
+        """Record that results under a settings key were (also) made with `versions`: a key
+        leaves versions out, so results added after an upgrade join the earlier ones."""
+        self.connection.execute(
+            "INSERT INTO probe_versions VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (params_key, json.dumps(versions, sort_keys=True), time.time()),
+        )
+
+    def settings_versions(self, params_key: str) -> list[dict]:
+        """Every set of versions results under a settings key were made with, the first probe's
+        first; [] when the key is not stored."""
+        first = self.connection.execute(
             "SELECT versions FROM probe_settings WHERE params_key = ?", (params_key,)
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        if first is None:
+            return []
+        later = self.connection.execute(
+            "SELECT versions FROM probe_versions WHERE params_key = ? ORDER BY created_at",
+            (params_key,),
+        ).fetchall()
+        found = [json.loads(first[0])]
+        for (text,) in later:
+            if json.loads(text) not in found:
+                found.append(json.loads(text))
+        return found
 
     def settings_with_results(
         self, model_fingerprint: str, estimator: str
