@@ -13,7 +13,9 @@ import pytest
 from knowshift.errors import KnowshiftError
 from knowshift.reproduce import (
     FINDINGS,
+    ModelResults,
     ResultsContext,
+    StudyData,
     Verdict,
     all_verdicts,
     get_finding,
@@ -443,34 +445,40 @@ def test_all_verdicts_covers_every_finding(tmp_path):
 
 def test_results_md_is_byte_stable(store):
     plant_groups(store, CONSISTENT_BEST)
-    verdicts = study_verdicts(store)
-    context = results_context([store])
-    text = render_results(verdicts, context)
-    assert text == render_results(verdicts, context)
-    assert text == render_results(study_verdicts(store), results_context([store]))
+    data = StudyData.from_store(store, "intervention")
+    models = [ModelResults("tiny", tuple(study_verdicts(store)), results_context([data]))]
+    text = render_results(models)
+    assert text == render_results(models)
+    again = [ModelResults("tiny", tuple(study_verdicts(store)), results_context([data]))]
+    assert text == render_results(again)
     assert "Model: tiny-model." in text
     assert (
         "| F8 consistent-beats-incompatible (Ren et al., ACL 2024) | +11 to +15; +5 to +10 | "
         in text
     )
-    assert "- `intervention`: 9 done runs; seeds 0, 1, 2\n" in text
+    assert "- `intervention`: 9 done runs; seeds 0, 1, 2; " in text
     assert "| torch | 2.5.1 |" in text
     assert "nan" not in text and "-0.00" not in text
 
 
 def test_results_md_formats_fixed_verdicts_exactly():
     parts = ("IDK - plain (answered)",)
-    verdicts = [Verdict("F5", {parts[0]: 40.0}, {parts[0]: (30.004, 49.996)},
+    verdicts = (Verdict("F5", {parts[0]: 40.0}, {parts[0]: (30.004, 49.996)},
                         {parts[0]: "reproduced"}, 3, 6, "reproduced", "why", "seeds > facts"),
                 Verdict("F3", {"b_kn": None, "b_unk": -0.001}, {"b_kn": None, "b_unk": (-np.inf, 0.5)},
                         {"b_kn": "inconclusive", "b_unk": "inconclusive"}, 1, 2, "inconclusive",
-                        "a | b", "seeds > runs")]  # fmt: skip
+                        "a | b", "seeds > runs"))  # fmt: skip
     context = ResultsContext("m", (("unknown-ratio", "|D| = 120"),), (("torch", "2.5.1"),))
-    text = render_results(verdicts, context)
+    text = render_results([ModelResults("m", verdicts, context)], {"a chart": "f/a.svg"})
     assert (
         "| F5 idk-helps-answered (Gekhman et al., EMNLP 2024) | +18.8 (61.8 vs 43.0) | "
         "IDK - plain (answered) = +40.00 [+30.00, +50.00] | 3 | **reproduced** |"
     ) in text
     assert "b_kn = n/a; b_unk = +0.00 [-inf, +0.50] | 1 | **inconclusive** |" in text
+    assert (
+        "| F3 regression-signs (Gekhman et al., EMNLP 2024) | +7.3; -8.3 | inconclusive |" in text
+    )
+    assert "F4 maybeknown" not in text  # a finding no model decided has no row
     assert "- `unknown-ratio`: |D| = 120" in text
+    assert "![a chart](f/a.svg)" in text
     assert text.endswith("| torch | 2.5.1 |\n")

@@ -80,14 +80,18 @@ def test_seeds_repeat_every_grid_point_and_variant_with_training_and_set_seeds()
     plain = parse_study(BASE).runs
     seeded = parse_study(_with(seeds=3)).runs
     assert len(seeded) == 3 * len(plain)
-    for i, run in enumerate(plain):  # each run of the plain study, then its seeds 1 and 2
-        same = seeded[3 * i : 3 * i + 3]
-        assert [r.label for r in same] == [f"{run.label}, seed={s}" for s in range(3)]
-        assert [(r.config.train.config.seed, r.config.build.seed) for r in same] == [(0, 0), (1, 1), (2, 2)]  # fmt: skip
-        assert [r.variant["train.seed"] for r in same] == [0, 1, 2]
-        # Seed 0 is the default: the same run as without seeds, so nothing is trained twice.
-        assert same[0].run_id == run.run_id and len({r.run_id for r in same}) == 3
-    assert [r.config.train.config.seed for r in parse_study(_with(seeds=[4, 7])).runs[:2]] == [4, 7]
+    n = len(plain)
+    for seed in range(3):  # seed by seed: every run of the plain study, then again per seed
+        same = seeded[seed * n : (seed + 1) * n]
+        assert [r.label for r in same] == [f"{run.label}, seed={seed}" for run in plain]
+        assert {(r.config.train.config.seed, r.config.build.seed) for r in same} == {(seed, seed)}
+        assert {r.variant["train.seed"] for r in same} == {seed}
+    # Seed 0 is the default: the same runs as without seeds, so nothing is trained twice.
+    assert [r.run_id for r in seeded[:n]] == [r.run_id for r in plain]
+    assert len({r.run_id for r in seeded}) == 3 * n
+    assert [
+        r.config.train.config.seed for r in parse_study(_with(seeds=[4, 7])).runs[:: len(plain)]
+    ] == [4, 7]
 
 
 @pytest.mark.parametrize("seeds", [0, [], [1, 1], ["a"], 1.5, True])

@@ -113,9 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     _build_args(commands.add_parser("build", help="a fine-tuning set of controlled composition"))
-    from knowshift import cli_analyze, cli_audit, cli_report, cli_restore, cli_study, cli_train
+    from knowshift import (
+        cli_analyze,
+        cli_audit,
+        cli_report,
+        cli_reproduce,
+        cli_restore,
+        cli_study,
+        cli_train,
+    )
 
-    for module in (cli_train, cli_analyze, cli_restore, cli_study, cli_report, cli_audit):
+    for module in (cli_train, cli_analyze, cli_restore, cli_study, cli_report, cli_audit,
+                   cli_reproduce):  # fmt: skip
         module.add_commands(commands)
     return parser
 

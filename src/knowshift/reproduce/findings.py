@@ -219,3 +219,46 @@ def get_finding(key: str) -> Finding:
         if key in (finding.id, finding.name):
             return finding
     raise unknown_name("finding", key, [f.id for f in FINDINGS] + [f.name for f in FINDINGS])
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a study's published design was sized, and what the suite's smaller one limits
+    (declared with the findings, before any run)."""
+
+    study: str
+    paper: str
+    limits: str
+
+
+SCALES: tuple[Scale, ...] = (
+    Scale("unknown-ratio",
+          "EntityQuestions, 12 relations in distribution and 7 out; |D| per relation its smallest "
+          "category, summed (thousands of examples); EARLY_STOP at the best dev epoch (5-10), "
+          "CONVERGENCE after 50 epochs; one fine-tuning run per variant",
+          "tens of examples per set and at most 8 epochs: CONVERGENCE is the last epoch, which "
+          "may leave Unknown examples unfitted (F2's convergence slope and F3's b_unk then rest "
+          "on few fitted Unknown examples); ~120 test facts per run give accuracies with a "
+          "standard error of about 4 points, so differences of a few points stay inconclusive"),
+    Scale("categories",
+          "the same data as unknown-ratio; single-category sets of size |D| (thousands)",
+          "a few dozen examples per category: a set this small moves the model less, so the "
+          "gaps between categories (3-10 points in the paper) are near the resolution of ~120 "
+          "test facts"),
+    Scale("size-mastery",
+          "EntityQuestions, 10 location relations; sets of 60 to 1,920 examples per mastery "
+          "level (240 vs 1,920 compared), 1 epoch at lr 1e-5; restoration of 1-60% of the "
+          "largest relative updates",
+          "one relation and sets of 8 and 24 examples (3 epochs at lr 5e-5 instead of 1 at "
+          "1e-5): 'larger' is 3x, not 8x, larger, and a small update leaves little to restore"),
+    Scale("intervention",
+          "multiple-choice and QA facts the base model is confident about; equal-size groups "
+          "and mixtures at ratios 0.05-0.8",
+          "a few dozen examples per group and 3 epochs; the mixtures are not run; confidence "
+          "comes from 10 greedy few-shot answers, not 5-shot multiple choice"),
+    Scale("lora-packing",
+          "1 to 3,000 Unknown facts with 0, 1 or 10 additions, 10 epochs, 3 seeds; MMLU and "
+          "TruthfulQA before and after",
+          "10 and 50 facts without additions: the paper's damage grows with hundreds to "
+          "thousands of facts, so small shifts are expected here; ~100 held-out facts per run"),
+)  # fmt: skip

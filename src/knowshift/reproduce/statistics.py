@@ -1,5 +1,6 @@
-"""The statistics of the nine findings, finding by finding: each turns a study's done runs
-into the resampling groups and the statistic the bootstrap draws (PREPARE, by finding id)."""
+"""The statistics of the nine findings, finding by finding: each turns a study's data
+(reproduce.data.StudyData: its done runs and what they stored) into the resampling groups and
+the statistic the bootstrap draws (PREPARE, by finding id)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ from knowshift.reproduce.stored import (
     StudyRun,
     fact_scores,
     is_idk,
-    latest_analysis,
-    stored_evaluation,
 )
 
 SINGLE_CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
@@ -56,13 +55,13 @@ def _runs_prepared(by_seed: Mapping[int, list], statistic, **extra) -> Prepared:
     return Prepared(_run_groups(by_seed), statistic, n_runs, "seeds > runs", **extra)
 
 
-def _facts_prepared(store, runs: Sequence[StudyRun], rows_of, statistic) -> Prepared:
+def _facts_prepared(data, runs: Sequence[StudyRun], rows_of, statistic) -> Prepared:
     """Per seed, the evaluations `rows_of(run)` names: (row key, checkpoint, metric, subset)."""
     by_seed: dict[int, list] = defaultdict(list)
     used, n_summaries = set(), 0
     for run in runs:
         for key, checkpoint, metric, subset in rows_of(run):
-            scores = fact_scores(stored_evaluation(store, run, checkpoint), metric, subset)
+            scores = fact_scores(data.evaluation(run.run_id, checkpoint), metric, subset)
             if scores is not None:
                 by_seed[run.seed].append((key, scores))
                 used.add(run.run_id)
@@ -108,18 +107,18 @@ def _slope(points: Sequence[tuple[float, float]]) -> float:
     return float(dx @ (y - y.mean()) / (dx @ dx))
 
 
-def _f1_fit_gap(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f1_fit_gap(data, runs: Sequence[StudyRun]) -> Prepared:
     by_seed: dict[int, list] = defaultdict(list)
     for run in (r for r in runs if not is_idk(r)):
         gaps = [a["train/Known"] - a["train/Unknown"] for a in
-                (record["accuracy"] for record in store.train_records(run.run_id))
+                (record["accuracy"] for record in data.train_records(run.run_id))
                 if "train/Known" in a and "train/Unknown" in a]  # fmt: skip
         if gaps:
             by_seed[run.seed].append((100 * float(np.mean(gaps)),))
     return _runs_prepared(by_seed, _seed_means)
 
 
-def _f2_unknown_slopes(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f2_unknown_slopes(data, runs: Sequence[StudyRun]) -> Prepared:
     def rows(run):
         frac = run.variant.get("build.frac_unknown")
         if frac is None or is_idk(run):
@@ -136,16 +135,16 @@ def _f2_unknown_slopes(store, runs: Sequence[StudyRun]) -> Prepared:
         converged = _slope(points["last"])
         return converged, converged - _slope(points["early_stop"])
 
-    return _facts_prepared(store, runs, rows, statistic)
+    return _facts_prepared(data, runs, rows, statistic)
 
 
-def _f3_regression(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f3_regression(data, runs: Sequence[StudyRun]) -> Prepared:
     from knowshift.analysis.regression import regression_points
 
     by_seed: dict[int, list] = defaultdict(list)
     for run in (r for r in runs if not is_idk(r)):
         try:
-            points = regression_points(store, [run.run_id])
+            points = regression_points(data, [run.run_id])
         except KnowshiftError:  # no group sizes: it cannot say what was fitted
             continue
         rows = [(p.known_fitted, p.unknown_fitted, p.accuracy.get("in", p.accuracy.get("all")))
@@ -165,7 +164,7 @@ def _f3_regression(store, runs: Sequence[StudyRun]) -> Prepared:
     return _runs_prepared(by_seed, statistic)
 
 
-def _f4_categories(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f4_categories(data, runs: Sequence[StudyRun]) -> Prepared:
     def rows(run):
         category = run.variant.get("build.category")
         return [(category, "last", "exact", "in")] if category in SINGLE_CATEGORIES else []
@@ -178,10 +177,10 @@ def _f4_categories(store, runs: Sequence[StudyRun]) -> Prepared:
         return (means["MaybeKnown"] - max(others["MaybeKnown"]),
                 means["Unknown"] - min(others["Unknown"]))  # fmt: skip
 
-    return _facts_prepared(store, runs, rows, statistic)
+    return _facts_prepared(data, runs, rows, statistic)
 
 
-def _f5_idk(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f5_idk(data, runs: Sequence[StudyRun]) -> Prepared:
     def rows(run):
         frac = run.variant.get("build.frac_unknown")
         if is_idk(run):
@@ -194,7 +193,7 @@ def _f5_idk(store, runs: Sequence[StudyRun]) -> Prepared:
         means = _means(groups)
         return (means["idk"] - means["plain"] if "idk" in means and "plain" in means else NAN,)
 
-    return _facts_prepared(store, runs, rows, statistic)
+    return _facts_prepared(data, runs, rows, statistic)
 
 
 def _set_size(run: StudyRun) -> int | None:
@@ -203,7 +202,7 @@ def _set_size(run: StudyRun) -> int | None:
     return None if size is None else int(size)
 
 
-def _f6_size_mastery(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f6_size_mastery(data, runs: Sequence[StudyRun]) -> Prepared:
     sizes = sorted({_set_size(r) for r in runs if r.variant.get("build.mastery_level") is not None} - {None})  # fmt: skip
 
     def rows(run):
@@ -225,12 +224,12 @@ def _f6_size_mastery(store, runs: Sequence[StudyRun]) -> Prepared:
         )
         return (float(np.mean(gaps)) if gaps else NAN), mastery
 
-    return _facts_prepared(store, runs, rows, statistic)
+    return _facts_prepared(data, runs, rows, statistic)
 
 
-def _restoration_gain(store, run_id: str) -> float | None:
+def _restoration_gain(data, run_id: str) -> float | None:
     """Mean of the top-20% and top-40% restored accuracies minus the unrestored one (points)."""
-    result = latest_analysis(store, "restore-sweep", f"{run_id}:last") or {}
+    result = data.analysis("restore-sweep", f"{run_id}:last") or {}
 
     def accuracy(fraction: float) -> float | None:
         for point in result.get("points", []):
@@ -246,19 +245,19 @@ def _restoration_gain(store, run_id: str) -> float | None:
     return 100 * ((top20 + top40) / 2 - unrestored)
 
 
-def _f7_restoration(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f7_restoration(data, runs: Sequence[StudyRun]) -> Prepared:
     sizes = [s for s in (_set_size(r) for r in runs) if s is not None]
     by_seed: dict[int, list] = defaultdict(list)
     for run in runs:
         gain = (
-            _restoration_gain(store, run.run_id) if sizes and _set_size(run) == max(sizes) else None
+            _restoration_gain(data, run.run_id) if sizes and _set_size(run) == max(sizes) else None
         )
         if gain is not None:
             by_seed[run.seed].append((gain,))
     return _runs_prepared(by_seed, _seed_means)
 
 
-def _f8_intervention(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f8_intervention(data, runs: Sequence[StudyRun]) -> Prepared:
     def rows(run):
         group = run.variant.get("build.group")
         return [(group, "last", "exact", "all")] if group in INTERVENTION_GROUPS else []
@@ -269,15 +268,15 @@ def _f8_intervention(store, runs: Sequence[StudyRun]) -> Prepared:
         return (means.get("harmonious", NAN) - incompatible,
                 means.get("self-aligning", NAN) - incompatible)  # fmt: skip
 
-    return _facts_prepared(store, runs, rows, statistic)
+    return _facts_prepared(data, runs, rows, statistic)
 
 
-def _f9_packing(store, runs: Sequence[StudyRun]) -> Prepared:
+def _f9_packing(data, runs: Sequence[StudyRun]) -> Prepared:
     by_seed: dict[int, list] = defaultdict(list)
     refused_before = []
     for run in runs:
-        shift = latest_analysis(store, "shift", f"{run.run_id}:last")
-        collapse = latest_analysis(store, "collapse", f"{run.run_id}:last")
+        shift = data.analysis("shift", f"{run.run_id}:last")
+        collapse = data.analysis("collapse", f"{run.run_id}:last")
         if shift is None and collapse is None:
             continue
         shifts = 100 * (shift["negative_share"] - shift["positive_share"]) if shift else NAN

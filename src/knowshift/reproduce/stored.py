@@ -1,10 +1,10 @@
 """What a study stored, as the verdicts read it: its done runs (StudyRun), each evaluation's
-per-fact scores (run folders' predictions, else the store's "eval" summary), and the two
-resampling units of the bootstrap (seeds > facts, seeds > runs) with the bootstrap itself."""
+per-fact scores (fact_scores: run folders' predictions, else the store's "eval" summary; see
+reproduce.data for where they are read), and the two resampling units of the bootstrap
+(seeds > facts, seeds > runs) with the bootstrap itself."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,21 +68,6 @@ def is_idk(run: StudyRun) -> bool:
     recipe = str(run.variant.get("build.recipe") or "")
     sizes = run.config.get("group_sizes") or {}
     return recipe.startswith("idk:") or bool(run.variant.get("build.idk")) or sizes.get("train/kind/idk", 0) > 0  # fmt: skip
-
-
-def stored_evaluation(store, run: StudyRun, checkpoint: str) -> list[dict] | dict | None:
-    """A checkpoint's per-fact predictions, else its stored "eval" summary, else None."""
-    if run.folder is not None:
-        path = run.folder / "predictions" / f"{checkpoint}.jsonl"
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [json.loads(line) for line in lines if line.strip()]
-    return latest_analysis(store, "eval", f"{run.run_id}:{checkpoint}")
-
-
-def latest_analysis(store, kind: str, subject: str) -> dict | None:
-    stored = store.analyses(kind, subject)
-    return stored[-1]["result"] if stored else None
 
 
 # Which test facts a score counts: all, in distribution, in distribution and not refused.

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from knowshift.errors import KnowshiftError
+from knowshift.reproduce.data import StudyData
 from knowshift.reproduce.findings import (
     CONFIDENCE,
     FINDINGS,
@@ -84,12 +86,16 @@ def decide(sign: int, estimate: float, interval: tuple[float, float]) -> tuple[s
 # --- verdicts ------------------------------------------------------------------------------------
 
 
-def verdict(store, finding: Finding | str, *, study: str | None = None, n_draws: int = N_DRAWS,
+def verdict(source, finding: Finding | str, *, study: str | None = None, n_draws: int = N_DRAWS,
             rng_seed: int = RNG_SEED) -> Verdict:  # fmt: skip
-    """Decide `finding` from the done runs of its study (or `study`, another name) in `store`."""
+    """Decide `finding` from the done runs of its study (or `study`, another name): `source` is
+    a Store, or that study's StudyData (a store's, or read from an export)."""
     finding = get_finding(finding) if isinstance(finding, str) else finding
     study = study or finding.study
-    prepared = PREPARE[finding.id](store, done_runs(store, study))
+    data = source if isinstance(source, StudyData) else StudyData.from_store(source, study)
+    if data.study != study:
+        raise KnowshiftError(f"finding {finding.id} reads study {study!r}; these are the data of {data.study!r}")  # fmt: skip
+    prepared = PREPARE[finding.id](data, data.runs)
     names = [part.name for part in finding.parts]
     if not prepared.groups:
         why = f"no usable done runs of study {study!r} in this store (see what it reads)"
@@ -133,20 +139,27 @@ def study_verdicts(store, *, n_draws: int = N_DRAWS, rng_seed: int = RNG_SEED) -
             for f in FINDINGS if f.study in studies]  # fmt: skip
 
 
-def all_verdicts(stores: Sequence, *, n_draws: int = N_DRAWS, rng_seed: int = RNG_SEED) -> list[Verdict]:  # fmt: skip
-    """All nine verdicts from the study stores (one per study folder): each finding is decided
-    in the first store holding its study; one no store holds is inconclusive, saying so."""
+def all_verdicts(sources: Sequence, *, n_draws: int = N_DRAWS, rng_seed: int = RNG_SEED) -> list[Verdict]:  # fmt: skip
+    """All nine verdicts from study stores (one per study folder) or StudyData: each finding is
+    decided from the first source holding its study; one no source holds is inconclusive,
+    saying so."""
     found = []
     for f in FINDINGS:
-        store = next((s for s in stores if s.study_runs(f.study)), None)
-        if store is not None:
-            found.append(verdict(store, f, n_draws=n_draws, rng_seed=rng_seed))
+        source = next((s for s in sources if _holds(s, f.study)), None)
+        if source is not None:
+            found.append(verdict(source, f, n_draws=n_draws, rng_seed=rng_seed))
             continue
         names = [p.name for p in f.parts]
         found.append(Verdict(f.id, dict.fromkeys(names), dict.fromkeys(names),
                              dict.fromkeys(names, INCONCLUSIVE), 0, 0, INCONCLUSIVE,
-                             f"study {f.study!r} was not run (no store holds it)", "nothing"))  # fmt: skip
+                             f"study {f.study!r} was not run (no store or data holds it)", "nothing"))  # fmt: skip
     return found
+
+
+def _holds(source, study: str) -> bool:
+    if isinstance(source, StudyData):
+        return source.study == study
+    return bool(source.study_runs(study))
 
 
 def verdict_records(verdicts: Iterable[Verdict]) -> list[dict]:

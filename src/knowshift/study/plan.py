@@ -178,8 +178,10 @@ def _choices(document: Mapping[str, Any]) -> list[tuple[LabelParts, dict[str, An
     seeds = _seeds(document.get("seeds"))
     if seeds is None:
         return choices
+    # Seed by seed: a study stopped part-way holds whole seeds (every condition), not a few
+    # conditions with every seed.
     return [([*parts, (f"seed={seed}", SEED_KEYS)], {**settings, **dict.fromkeys(SEED_KEYS, seed)})
-            for parts, settings in choices for seed in seeds]  # fmt: skip
+            for seed in seeds for parts, settings in choices]  # fmt: skip
 
 
 def _seeds(value: Any) -> list[int] | None:
