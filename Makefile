@@ -12,7 +12,7 @@ PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.7.0
 LATEST := .venv-latest
 
-.PHONY: setup demo test test-fast test-latest lock lint bench clean
+.PHONY: setup demo test test-fast test-latest lock lint bench reproduce results clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK) $(MODELS_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# The reproduction suite (configs/reproduce/suite.yaml; ~6 h on 2 CPU cores, resumes where it
+# stopped), its export to results/reproduce/ and RESULTS.md. `make results` only redraws RESULTS.md.
+reproduce: setup
+	$(BIN)/knowshift reproduce run
+
+results: setup
+	$(BIN)/knowshift reproduce results
 
 bench: setup
 	$(BIN)/python bench/probe.py
