@@ -13,10 +13,10 @@ import copy
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from knowshift.atomic import write_text
 from knowshift.audit.data import SftFile
 from knowshift.audit.run import Audit, AuditRow
 from knowshift.errors import KnowshiftError
@@ -145,11 +145,10 @@ def _csv_text(columns: Sequence[str], records: Sequence[dict]) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> Path:
+    """Write `text` atomically (atomic.write_text); an OS error as one line naming the path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+        write_text(path, text)
     except OSError as error:
         raise KnowshiftError(f"cannot write {path} ({error.strerror}); check the path") from None
     return path

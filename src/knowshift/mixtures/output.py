@@ -8,13 +8,13 @@ holds the sha256 of train.jsonl, so a set edited by hand is noticed when read ba
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from knowshift.atomic import write_text
+from knowshift.digest import text_digest
 from knowshift.errors import KnowshiftError
 from knowshift.types import CATEGORIES, Example, Manifest, TrainingSet
 
@@ -53,8 +53,8 @@ def write_training_set(
     text = examples_jsonl(examples)
     if manifest.examples_digest and _digest(text) != manifest.examples_digest:
         raise ValueError("the manifest describes other examples than the ones being written")
-    _write_atomic(out / TRAIN_FILE, text)
-    _write_atomic(out / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2, ensure_ascii=False))
+    write_text(out / TRAIN_FILE, text)
+    write_text(out / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2, ensure_ascii=False))
     return out
 
 
@@ -128,10 +128,4 @@ def manifest_table(manifest: Manifest) -> str:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    return text_digest(text, None)

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from knowshift.digest import text_digest
 from knowshift.errors import KnowshiftError
 from knowshift.paths import cache_root
 
@@ -53,14 +54,14 @@ def directory_fingerprint(directory: Path) -> str:
         for path in files
         if path.suffix in WEIGHT_SUFFIXES or path.name in IDENTITY_FILES
     ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return text_digest("\n".join(parts))
 
 
 def combine(*parts: str) -> str:
     """Combine a base fingerprint with adapter fingerprints."""
     if len(parts) == 1:
         return parts[0]
-    return hashlib.sha256("+".join(parts).encode()).hexdigest()[:16]
+    return text_digest("+".join(parts))
 
 
 def _read_index(path: Path) -> dict[str, str]:

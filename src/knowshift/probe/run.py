@@ -10,13 +10,13 @@ most one block), and return every result for the asked facts.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from knowshift.digest import json_digest
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.models import LoadedModel
 from knowshift.probe.engine import Engine
@@ -77,8 +77,7 @@ def settings_key(
     }
     if backend != "torch":
         params["backend"] = backend
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    return digest, params
+    return json_digest(params), params
 
 
 def facts_digest(facts: FactSet) -> str:

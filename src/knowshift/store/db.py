@@ -7,7 +7,6 @@ committed batch. Every batch is one transaction, so a kill never leaves half a b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import sqlite3
@@ -15,6 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from knowshift.digest import json_digest
 from knowshift.errors import KnowshiftError
 from knowshift.types import Category, ProbeResult
 
@@ -260,8 +260,7 @@ class Store:
         one. Returns the analysis id (a hash of kind, subject and parameters)."""
         from knowshift.versions import environment_versions
 
-        key = json.dumps([kind, subject, params], sort_keys=True)
-        analysis_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        analysis_id = json_digest([kind, subject, params])
         self.connection.execute(
             "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?, ?)",
             (

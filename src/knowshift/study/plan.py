@@ -17,15 +17,14 @@ every run; a null value removes a base setting (back to its default). `scale` mu
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowshift.digest import json_digest
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.study.analyses import parse_study_analyses
 from knowshift.study.sections import SECTIONS, RunConfig, coerce, parse_run, section_keys
@@ -142,8 +141,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 def run_id_of(config: RunConfig) -> str:
     """A run's id: the hash of the resolved settings that decide its fine-tuned model."""
-    text = json.dumps(config.identity(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(config.identity())
 
 
 # A run's label: per grid axis (or variant) its explicit label, or None to name its keys' values.

@@ -9,7 +9,6 @@ resolved config, environment, metrics.jsonl, checkpoints and predictions/<checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from knowshift import atomic
+from knowshift.digest import json_digest
 from knowshift.errors import KnowshiftError
 from knowshift.study.analyses import run_analysis
 from knowshift.study.plan import PlannedRun
@@ -91,8 +91,7 @@ def test_facts_to_probe(config: RunConfig) -> int:
 
 def digest(settings: Any) -> str:
     """A short hash of JSON-able settings (names a set folder, groups runs)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(settings)
 
 
 # --- probe: once per base model, facts and probe settings ----------------------------------------

@@ -10,7 +10,6 @@ the run folder and the results database under the run's id (a hash of its resolv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sys
 from collections import Counter
@@ -18,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from knowshift import atomic
+from knowshift.digest import json_digest
 from knowshift.errors import KnowshiftError
 from knowshift.store import Store
 from knowshift.train.config import TrainConfig
@@ -39,7 +39,7 @@ def heldout_sizes(n_examples: int) -> tuple[int, int]:
 
 def run_id_of(config: dict) -> str:
     """The run's id: a hash of its resolved configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(config)
 
 
 def run_identity(training_set, model: str, adapter: str | None, config: TrainConfig,
