@@ -25,7 +25,7 @@ from knowshift.audit.data import SftExample, read_sft
 from knowshift.audit.facts import example_facts
 from knowshift.audit.screen import question_of, screen
 from knowshift.cli import main
-from knowshift.models.fingerprint import model_fingerprint
+from knowshift.models.resolve import model_fingerprint
 from knowshift.probe import run as probe_run
 from knowshift.probe.prompts import PromptFormat, exemplar_sets, few_shot_prompt
 from knowshift.store import Store

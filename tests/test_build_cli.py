@@ -18,6 +18,7 @@ from knowshift.facts import load_facts
 from knowshift.mixtures import read_training_set
 from knowshift.mixtures.source import PROBE_DTYPES, _loader_dtype
 from knowshift.models import fingerprint as fp
+from knowshift.models import resolve
 from knowshift.probe.estimators import ProbeConfig
 from knowshift.probe.run import settings_key
 from knowshift.store import Store
@@ -61,7 +62,7 @@ def setup(tmp_path_factory) -> Setup:
     (model_dir / "config.json").write_text('{"model_type": "stand-in"}')
     (model_dir / "model.safetensors").write_bytes(b"not really weights")
     facts = load_facts(f"jsonl:{facts_file}")
-    return Setup(facts, f"jsonl:{facts_file}", model_dir, fp.model_fingerprint(str(model_dir)))
+    return Setup(facts, f"jsonl:{facts_file}", model_dir, resolve.model_fingerprint(str(model_dir)))
 
 
 def _results(setup: Setup, estimator: str, no_weakly_known: str = "") -> list[ProbeResult]:
@@ -207,23 +208,22 @@ def test_a_missing_workspace_or_out_is_one_line(setup, tmp_path, capsys):
 def test_model_fingerprint_is_the_loaders_without_loading(setup, tmp_path):
     from knowshift.models import loader
 
-    assert setup.fingerprint == loader._model_directory(str(setup.model_dir))[1]
+    assert setup.fingerprint == resolve.resolve_model(str(setup.model_dir))[1]
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.safetensors").write_bytes(b"delta")
     combined = fp.combine(setup.fingerprint, fp.directory_fingerprint(adapter))
-    assert fp.model_fingerprint(str(setup.model_dir), str(adapter)) == combined
+    assert resolve.model_fingerprint(str(setup.model_dir), str(adapter)) == combined
     assert tuple(loader.DTYPES) == PROBE_DTYPES
 
 
 @pytest.mark.slow
 def test_embedded_model_fingerprint_needs_no_conversion(monkeypatch):
-    from knowshift.models import loader
 
     # The shared cache, where the slow tier has converted the model already.
     if ORIGINAL_CACHE is None:
         monkeypatch.delenv("KNOWSHIFT_CACHE")
     else:
         monkeypatch.setenv("KNOWSHIFT_CACHE", ORIGINAL_CACHE)
-    assert fp.model_fingerprint("smollm2-135m") == loader._model_directory("smollm2-135m")[1]
+    assert resolve.model_fingerprint("smollm2-135m") == resolve.resolve_model("smollm2-135m")[1]

@@ -217,7 +217,7 @@ def _build_from_store(args: argparse.Namespace, spec, estimator: str) -> int:
     from knowshift.mixtures import build_training_set, manifest_table, write_training_set
     from knowshift.mixtures.build import check_estimator
     from knowshift.mixtures.source import find_probe_results
-    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.store import Store, database_path
 
     facts = load_facts(args.facts)

@@ -174,8 +174,8 @@ def _shift(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from knowshift.analysis.shift import category_shift, format_shift
-    from knowshift.models.fingerprint import model_fingerprint
     from knowshift.models.loader import quiet_transformers
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.store import Store
 
     pair, facts, targets = resolve(args)

@@ -118,7 +118,7 @@ def _load_unless_stored(args: argparse.Namespace, model):
     only if some result is not stored."""
     from knowshift.cli import check_workspace
     from knowshift.models import load_model
-    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.store import database_path
 
     check_workspace(args.workspace)

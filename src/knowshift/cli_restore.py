@@ -141,7 +141,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _base_categories(pair, targets, workspace: str) -> dict:
     """The base model's stored categories of the targets (the run's probe settings), if any."""
-    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.store import Store, database_path
 
     key = pair.probe_key

@@ -133,8 +133,8 @@ def _check_inputs(study, device: str) -> None:
     study of failed runs."""
     from knowshift.errors import unknown_name
     from knowshift.facts import load_facts
-    from knowshift.models.fingerprint import model_fingerprint
     from knowshift.models.loader import resolve_device
+    from knowshift.models.resolve import model_fingerprint
 
     resolve_device(device)
     for name in sorted({run.config.model.name for run in study.runs}):

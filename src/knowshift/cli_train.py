@@ -141,8 +141,8 @@ def _check_train_inputs(args: argparse.Namespace, config) -> None:
     """The run folder, the set, the device, the model (the one the set was built for) and the
     LoRA targets, each checked without training, so a mistake fails before anything is written."""
     from knowshift.mixtures import read_training_set
-    from knowshift.models.fingerprint import model_fingerprint
     from knowshift.models.loader import linear_module_names, resolve_device
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.train.config import check_processes
     from knowshift.train.launch import n_processes
 
@@ -203,7 +203,7 @@ def _eval(args: argparse.Namespace) -> int:
     from knowshift.facts import load_facts
     from knowshift.facts.select import select_facts
     from knowshift.models import load_model
-    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.probe.estimators import ProbeConfig
     from knowshift.probe.run import settings_key, validate_config
     from knowshift.store import Store, database_path

@@ -147,7 +147,7 @@ def _probe(
 ) -> tuple[list[ProbeResult], str, str, bool]:
     """(results, model fingerprint, settings key, whether the model was used)."""
     from knowshift.models import load_model, resolve_device, resolve_dtype
-    from knowshift.models.fingerprint import model_fingerprint
+    from knowshift.models.resolve import model_fingerprint
     from knowshift.probe.engine import Engine
     from knowshift.probe.prompts import exemplar_sets
     from knowshift.probe.run import probe, settings_key

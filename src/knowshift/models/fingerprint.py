@@ -76,24 +76,3 @@ def _write_index(path: Path, index: dict[str, str]) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(index))
     os.replace(tmp, path)  # atomic: a reader never sees half an index
-
-
-def model_fingerprint(name_or_path: str, adapter: str | None = None) -> str:
-    """The fingerprint `load_model` gives a model (and adapter), without loading any weights.
-
-    An embedded model's is the digest of its GGUF file, so it needs no conversion; a local
-    directory or hub id goes through the loader's own resolution (which imports torch).
-    """
-    from knowshift.models.embedded import EMBEDDED_MODELS
-
-    if name_or_path in EMBEDDED_MODELS:
-        base = file_digest(EMBEDDED_MODELS[name_or_path].gguf_path())[:16]
-    else:
-        from knowshift.models.loader import _model_directory
-
-        base = _model_directory(name_or_path)[1]
-    if adapter is None:
-        return base
-    from knowshift.models.loader import _adapter_directory
-
-    return combine(base, directory_fingerprint(_adapter_directory(adapter)))
