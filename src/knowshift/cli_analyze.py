@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
+from knowshift.analysis.pair import checked_pair, load_pair, probe_config  # noqa: F401 - used by handlers
+from knowshift.cli_common import common_params, pair_arguments, resolve, store_result
 from knowshift.errors import KnowshiftError
 from knowshift.paths import default_workspace
 
@@ -18,7 +20,7 @@ def add_commands(commands) -> None:
     analyze = commands.add_parser("analyze", help="knowledge-shift analyses of a fine-tuned model")
     kinds = analyze.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     shift = kinds.add_parser("shift", help="re-probe held-out facts: category transition matrix")
-    _pair_arguments(shift)
+    pair_arguments(shift)
     shift.add_argument(
         "--estimator", help="probe estimator (default: the one the run's set was built from)"
     )
@@ -26,18 +28,18 @@ def add_commands(commands) -> None:
     consistency = kinds.add_parser(
         "consistency", help="consistency with the base model on held-out facts"
     )
-    _pair_arguments(consistency)
+    pair_arguments(consistency)
     consistency.add_argument("--n-options", type=int, default=4, help="answer options per question")
     consistency.set_defaults(handler=_consistency)
     collapse = kinds.add_parser(
         "collapse", help="distinct, exploded answers and refusals, before vs after"
     )
-    _pair_arguments(collapse)
+    pair_arguments(collapse)
     collapse.add_argument("--explode-share", type=float, default=0.1,
                           help="an answer explodes above this share of a relation's questions")  # fmt: skip
     collapse.set_defaults(handler=_collapse)
     token = kinds.add_parser("token-kl", help="first-answer-token KL on the best-mastered facts")
-    _pair_arguments(token, limit=300)
+    pair_arguments(token, limit=300)
     token.add_argument("--top-k", type=int, default=10)
     token.add_argument(
         "--pool", type=int, default=2000, help="held-out facts to choose the best-mastered from"
@@ -54,120 +56,7 @@ def add_commands(commands) -> None:
     regression.set_defaults(handler=_regression)
     from knowshift.cli_restore import add_analyses
 
-    add_analyses(kinds, _pair_arguments)
-
-
-def _pair_arguments(parser: argparse.ArgumentParser, limit: int = 500) -> None:
-    """What to compare and on which held-out facts."""
-    parser.add_argument(
-        "--run", help="a run folder (knowshift train --out): its base, checkpoint, facts and set"
-    )
-    parser.add_argument("--base", help="the base model (default: the run's, else smollm2-135m)")
-    parser.add_argument(
-        "--tuned", help="the fine-tuned model: a model folder, hub id or run folder"
-    )
-    parser.add_argument(
-        "--adapter", help="a LoRA adapter folder on the base, as the fine-tuned model"
-    )
-    parser.add_argument("--checkpoint", default="last", help="of a run: last or early_stop")
-    parser.add_argument(
-        "--data", help="the run's training set folder (default: recorded in the run)"
-    )
-    parser.add_argument("--facts", help="fact source (default: the run's, else geo)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--relations", nargs="+")
-    parser.add_argument("--limit", type=int, default=limit, help="held-out facts to use")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workspace", default=str(default_workspace()))
-
-
-def resolve(args: argparse.Namespace):
-    """The pair, the facts and the held-out targets the arguments name."""
-    from knowshift.facts import load_facts
-    from knowshift.facts.select import select_facts
-
-    if args.limit is not None and args.limit < 1:
-        raise KnowshiftError("--limit must be at least 1")
-    pair = checked_pair(args.run, base=args.base, tuned=args.tuned, adapter=args.adapter,
-                        checkpoint=args.checkpoint, facts_spec=args.facts, data=args.data)  # fmt: skip
-    facts = load_facts(pair.facts_spec)
-    limit = getattr(args, "pool", None) or args.limit
-    targets = select_facts(facts, args.relations, args.split, limit)
-    return pair, facts, targets
-
-
-def checked_pair(run: str | None, **options):
-    """`resolve_pair(run, **options)` (which checks the run folders' run.json), after checking
-    that the fine-tuned model can be a fine-tune of the base (same architecture)."""
-    from knowshift.analysis.pair import resolve_pair
-
-    pair = resolve_pair(run, **options)
-    if pair.adapter is None and pair.tuned != pair.base:
-        _check_same_architecture(pair)
-    return pair
-
-
-def _check_same_architecture(pair) -> None:
-    """Refuse to compare a 'fine-tuned' model whose weights cannot come from the base."""
-    from knowshift.models.checks import architecture_difference
-    from knowshift.models.loader import model_config
-
-    base, tuned = model_config(pair.base), model_config(pair.tuned)
-    difference = architecture_difference(base or {}, tuned or {})
-    if difference is None:
-        return
-    if pair.run_dir:
-        raise KnowshiftError(
-            f"{pair.tuned} is not a fine-tune of {pair.base}, the base model its run "
-            f"{pair.run_dir} names ({difference}); pass --base MODEL, the model it was trained from"
-        )
-    raise KnowshiftError(
-        f"--tuned {pair.tuned} is not a fine-tune of --base {pair.base} ({difference}); "
-        "pass the base model it was fine-tuned from"
-    )
-
-
-def common_params(args: argparse.Namespace, pair) -> dict:
-    return {"facts": pair.facts_spec, "split": args.split, "relations": args.relations,
-            "limit": args.limit, "seed": args.seed, "base": pair.base, "tuned": pair.tuned,
-            "adapter": pair.adapter}  # fmt: skip
-
-
-def store_result(args, kind: str, subject: str, params: dict, result) -> None:
-    """Store an analysis result (a dataclass or a plain dict) in the workspace's database."""
-    from knowshift.store import Store
-
-    record = result if isinstance(result, dict) else asdict(result)
-    with Store.for_workspace(args.workspace) as store:
-        analysis_id = store.put_analysis(kind, subject, params, record)
-    print(f"stored as analysis {analysis_id} ({kind}, {subject})", file=sys.stderr)
-
-
-def load_pair(pair, device: str, dtype: str = "auto"):
-    """Both models of the pair, loaded (the fine-tuned one as base + adapter where it is one)."""
-    from knowshift.models import load_model
-    from knowshift.models.loader import quiet_transformers
-
-    quiet_transformers()
-    base = load_model(pair.base, device=device, dtype=dtype)
-    tuned = load_model(pair.tuned, device=device, dtype=dtype, adapter=pair.adapter)
-    return base, tuned
-
-
-def probe_config(pair, estimator: str | None):
-    """The run's probe settings (so stored base results are reused), else the estimator's defaults."""
-    from knowshift.probe.estimators import ProbeConfig
-    from knowshift.probe.run import validate_config
-
-    params = pair.probe_params or {}
-    if params and (estimator is None or estimator == params.get("estimator")):
-        names = {f.name for f in fields(ProbeConfig)}
-        config = ProbeConfig(**{k: v for k, v in params.items() if k in names})
-    else:
-        config = ProbeConfig.for_estimator(estimator or "exact")
-    validate_config(config)
-    return config
+    add_analyses(kinds, pair_arguments)
 
 
 def _shift(args: argparse.Namespace) -> int:

@@ -116,7 +116,7 @@ def _load_unless_stored(args: argparse.Namespace, model):
     """The model, loaded now when the workspace holds no database (so nothing stored to reuse,
     and a model that does not load leaves no workspace behind); else None: the audit loads it
     only if some result is not stored."""
-    from knowshift.cli import check_workspace
+    from knowshift.cli_common import check_workspace
     from knowshift.models import load_model
     from knowshift.models.resolve import model_fingerprint
     from knowshift.store import database_path

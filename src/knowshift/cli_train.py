@@ -10,6 +10,7 @@ from pathlib import Path
 
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.paths import default_workspace
+from knowshift.train.table import format_records  # noqa: F401 - public here too
 
 
 def add_commands(commands) -> None:
@@ -108,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
         lora_target_modules=tuple(args.lora_target_modules), use_rslora=args.rslora,
     )  # fmt: skip
     config.validate()
-    from knowshift.cli import check_workspace, removed_if_failed
+    from knowshift.cli_common import check_workspace, removed_if_failed
     from knowshift.models.loader import quiet_transformers
 
     quiet_transformers()
@@ -180,22 +181,6 @@ def _check_train_inputs(args: argparse.Namespace, config) -> None:
                 f"--lora-target-modules {' '.join(missing)}: not in {args.model}, whose linear "
                 f"modules are {', '.join(sorted(linear))}; name some of those"
             )
-
-
-def format_records(records) -> str:
-    """Per measurement: loss, fitted Known / Unknown, dev, and test per category."""
-    columns = ["train/Known", "train/Unknown", "dev", "test", "test/HighlyKnown", "test/MaybeKnown",
-               "test/WeaklyKnown", "test/Unknown", "test/in", "test/out"]  # fmt: skip
-    present = [c for c in columns if any(c in r.accuracy for r in records)]
-    lines = [
-        f"{'epoch':>6} {'loss':>7} " + " ".join(f"{c.removeprefix('test/'):>13}" for c in present)
-    ]
-    for r in records:
-        cells = " ".join(
-            f"{100 * r.accuracy[c]:12.1f}%" if c in r.accuracy else f"{'-':>13}" for c in present
-        )
-        lines.append(f"{r.epoch:>6g} {r.train_loss:7.3f} {cells}")
-    return "\n".join(lines)
 
 
 def _eval(args: argparse.Namespace) -> int:

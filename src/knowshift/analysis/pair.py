@@ -11,7 +11,7 @@ bare models those fall back to defaults the caller can override.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from knowshift.errors import KnowshiftError, unknown_name
@@ -146,3 +146,58 @@ def _from_run(
         probe_params=probe_params,
         probe_key=probe_key,
     )
+
+
+def checked_pair(run: str | None, **options):
+    """`resolve_pair(run, **options)` (which checks the run folders' run.json), after checking
+    that the fine-tuned model can be a fine-tune of the base (same architecture)."""
+    pair = resolve_pair(run, **options)
+    if pair.adapter is None and pair.tuned != pair.base:
+        _check_same_architecture(pair)
+    return pair
+
+
+def _check_same_architecture(pair) -> None:
+    """Refuse to compare a 'fine-tuned' model whose weights cannot come from the base."""
+    from knowshift.models.checks import architecture_difference
+    from knowshift.models.loader import model_config
+
+    base, tuned = model_config(pair.base), model_config(pair.tuned)
+    difference = architecture_difference(base or {}, tuned or {})
+    if difference is None:
+        return
+    if pair.run_dir:
+        raise KnowshiftError(
+            f"{pair.tuned} is not a fine-tune of {pair.base}, the base model its run "
+            f"{pair.run_dir} names ({difference}); pass --base MODEL, the model it was trained from"
+        )
+    raise KnowshiftError(
+        f"--tuned {pair.tuned} is not a fine-tune of --base {pair.base} ({difference}); "
+        "pass the base model it was fine-tuned from"
+    )
+
+
+def load_pair(pair, device: str, dtype: str = "auto"):
+    """Both models of the pair, loaded (the fine-tuned one as base + adapter where it is one)."""
+    from knowshift.models import load_model
+    from knowshift.models.loader import quiet_transformers
+
+    quiet_transformers()
+    base = load_model(pair.base, device=device, dtype=dtype)
+    tuned = load_model(pair.tuned, device=device, dtype=dtype, adapter=pair.adapter)
+    return base, tuned
+
+
+def probe_config(pair, estimator: str | None):
+    """The run's probe settings (so stored base results are reused), else the estimator's defaults."""
+    from knowshift.probe.estimators import ProbeConfig
+    from knowshift.probe.run import validate_config
+
+    params = pair.probe_params or {}
+    if params and (estimator is None or estimator == params.get("estimator")):
+        names = {f.name for f in fields(ProbeConfig)}
+        config = ProbeConfig(**{k: v for k, v in params.items() if k in names})
+    else:
+        config = ProbeConfig.for_estimator(estimator or "exact")
+    validate_config(config)
+    return config

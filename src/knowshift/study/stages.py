@@ -228,8 +228,8 @@ def train_run_id(ctx: RunContext, set_dir: Path) -> str:
 
 def train_stage(ctx: RunContext, set_dir: Path) -> dict[str, Any]:
     """Fine-tune on the set, measuring after every epoch (an interrupted run resumes)."""
-    from knowshift.cli_train import format_records
     from knowshift.train.run import run_training
+    from knowshift.train.table import format_records
 
     c = ctx.run.config
     _write_environment(ctx)
