@@ -23,7 +23,7 @@ from knowshift.reproduce.data import (
     study_data_document,
     study_data_from_document,
 )
-from knowshift.reproduce.suite import load_suite, suite_verdicts, write_results
+from knowshift.reproduce.suite import load_suite, suite_study, suite_verdicts, write_results
 from knowshift.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +168,8 @@ def test_committed_results_md_is_generated_from_the_committed_data(tmp_path):
         ("studies: [a]", "must map models:"),
         ("models: {m: unknown-ratio}", "must be a list of study names"),
         ("models: {m: [no-such-study]}", "there is no"),
+        ("models: {m: {studies: [unknown-ratio], sets: {a: 1}}}", "takes studies: and set:"),
+        ("models: {m: {studies: [unknown-ratio], set: 3}}", "must map settings"),
     ],
 )
 def test_bad_suite_files_say_what_to_write(tmp_path, text, message):
@@ -176,6 +178,23 @@ def test_bad_suite_files_say_what_to_write(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(KnowshiftError, match=message):
         load_suite(path)
+
+
+def test_a_models_settings_reach_each_of_its_studies(tmp_path):
+    for name in ("unknown-ratio", "categories"):
+        (tmp_path / f"{name}.yaml").write_text((TINY.parent / f"{name}.yaml").read_text())
+    (tmp_path / "suite.yaml").write_text(
+        "models:\n  a: [unknown-ratio]\n"
+        "  b: {studies: [unknown-ratio, categories], set: {probe.limit: 24, train.epochs: 3}}\n"
+    )
+    suite = load_suite(tmp_path / "suite.yaml")
+    plain, changed = (suite_study(suite, m, "unknown-ratio") for m in ("a", "b"))
+    assert plain.runs[0].config.probe.limit == 32 and changed.runs[0].config.probe.limit == 24
+    assert {r.config.train.config.epochs for r in changed.runs} == {3}
+    assert plain.runs[0].config.model.name == "a"  # the suite's model name, set in every study
+    # The smollm2 studies of the committed suite change nothing but the model's name.
+    committed = load_suite(ROOT / "configs" / "reproduce" / "suite.yaml")
+    assert committed.settings["smollm2-135m"] == ()
 
 
 def test_unknown_models_and_studies_are_named(capsys):

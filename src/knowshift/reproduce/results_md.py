@@ -60,7 +60,7 @@ def results_context(data: Sequence[StudyData]) -> ResultsContext:
         said += [f"{_listed(tests)} test facts evaluated"] if tests else []
         sizes.append((study.study, "; ".join(said)))
     return ResultsContext(
-        " / ".join(sorted(models)) or "unknown",
+        " / ".join(sorted(models)) or "no runs yet",
         tuple(sizes),
         tuple((p, " / ".join(sorted(versions[p]))) for p in sorted(versions)),
     )

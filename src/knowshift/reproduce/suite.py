@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowshift.errors import KnowshiftError, unknown_name
@@ -32,10 +32,12 @@ RESULTS = Path("RESULTS.md")
 
 @dataclass(frozen=True)
 class Suite:
-    """Per model (in order) its studies (in order); the study files sit in `folder`."""
+    """Per model (in order) its studies (in order) and the settings it changes in every one of
+    them (`--set`-style, e.g. a larger probed pool); the study files sit in `folder`."""
 
     models: Mapping[str, tuple[str, ...]]
     folder: Path
+    settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # model -> KEY=VALUE
 
     def study_file(self, name: str) -> Path:
         return self.folder / f"{name}.yaml"
@@ -54,9 +56,12 @@ class Suite:
 
 
 def load_suite(path: str | Path = SUITE_FILE) -> Suite:
-    """Read a suite file: `models:` mapping each model name to the list of its studies, each a
-    study file `<study>.yaml` beside the suite file."""
+    """Read a suite file: `models:` maps each model name to its studies, a list of study names
+    (each a file `<study>.yaml` beside the suite file), or to a mapping with `studies:` and
+    `set:` (settings changed in each of that model's studies, e.g. {probe.limit: 1200})."""
     import yaml
+
+    from knowshift.study.plan import parse_overrides
 
     path = Path(path)
     if not path.is_file():
@@ -69,22 +74,34 @@ def load_suite(path: str | Path = SUITE_FILE) -> Suite:
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not models:
         raise KnowshiftError(f"{path} must map models: to each model's studies, e.g. {example}")
-    suite = {}
-    for model, studies in models.items():
+    suite, settings = {}, {}
+    for model, entry in models.items():
+        where = f"{path}: models.{model}"
+        studies, changed = entry, {}
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"studies", "set"}
+            if unknown:
+                raise KnowshiftError(f"{where} has {', '.join(sorted(map(str, unknown)))}; it takes studies: and set:")  # fmt: skip
+            studies, changed = entry.get("studies"), entry.get("set") or {}
+            if not isinstance(changed, dict):
+                raise KnowshiftError(f"{where}.set must map settings to values, e.g. {{probe.limit: 1200}}")  # fmt: skip
         if not isinstance(studies, list) or not all(isinstance(s, str) for s in studies):
-            raise KnowshiftError(f"{path}: models.{model} must be a list of study names, e.g. {example}")  # fmt: skip
+            raise KnowshiftError(f"{where} must be a list of study names, e.g. {example}")
         for study in studies:
             if not (path.parent / f"{study}.yaml").is_file():
                 raise KnowshiftError(f"{path}: model {model} lists study {study!r}, but there is no {path.parent / f'{study}.yaml'}")  # fmt: skip
-        suite[str(model)] = tuple(studies)
-    return Suite(suite, path.parent)
+        pairs = tuple(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" for key, value in changed.items())  # fmt: skip
+        parse_overrides(pairs)  # checked now, as a study would
+        suite[str(model)], settings[str(model)] = tuple(studies), pairs
+    return Suite(suite, path.parent, settings)
 
 
 def suite_study(suite: Suite, model: str, name: str, overrides: Sequence[str] = ()):
     """The study `name` of the suite for `model` (its file with model.name set)."""
     from knowshift.study.plan import load_study
 
-    study = load_study(suite.study_file(name), overrides=[f"model.name={model}", *overrides])
+    changed = [f"model.name={model}", *suite.settings.get(model, ()), *overrides]
+    study = load_study(suite.study_file(name), overrides=changed)
     if study.name != name:
         raise KnowshiftError(
             f"{suite.study_file(name)} is named {study.name!r}; the findings read it as {name!r}: "
