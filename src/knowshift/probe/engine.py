@@ -63,6 +63,37 @@ class SampleRequest:
     seed: int
 
 
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What `Engine.sample` generates per prompt: [greedy] + n_samples rows, each ending at a stop
+    token (a newline when `stop_at_newline`, and end of sequence) or after max_new_tokens."""
+
+    n_samples: int
+    temperature: float
+    top_k: int
+    max_new_tokens: int
+    greedy: bool = True
+    stop_at_newline: bool = True
+
+    @property
+    def rows_per_prompt(self) -> int:
+        return self.n_samples + int(self.greedy)
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """A group's common prompt prefix, run once: its length and key/value cache (0 and None when
+    it is too short to be worth a separate pass)."""
+
+    length: int
+    cache: object | None
+
+
+# A request's generated rows: the greedy row first (when asked), then the samples; token ids,
+# the stop token excluded.
+Rows = list[list[int]]
+
+
 class Engine:
     """Scoring and sampling for one loaded model."""
 
@@ -210,38 +241,39 @@ class Engine:
         greedy: bool = True,
         stop_at_newline: bool = True,
         is_done: Callable[[int, list[int]], bool] | None = None,
-    ) -> list[list[list[list[int]]]]:
+    ) -> list[list[Rows]]:
         """Generate per request [greedy] + n_samples continuations (token ids, stop excluded).
 
         A row ends at a stop token (a newline when `stop_at_newline`, and end of sequence), after
         `max_new_tokens`, or when `is_done(request_index, tokens)` says its result is settled.
         """
-        rows_per_prompt = n_samples + int(greedy)
+        plan = SamplingPlan(n_samples, temperature, top_k, max_new_tokens, greedy, stop_at_newline)
         results = []
         for group in groups:
-            outputs: list[list[list[int]] | None] = [None] * len(group)
-            prefix_len, prefix_cache = self._shared_prefix([r.prompt for r in group])
-            suffixes = [r.prompt[prefix_len:] for r in group]
-            step_budget = max(1, self.max_rows // rows_per_prompt)
+            outputs: list[Rows | None] = [None] * len(group)
+            prefix = SharedPrefix(*self._shared_prefix([r.prompt for r in group]))
+            suffixes = [r.prompt[prefix.length :] for r in group]
+            step_budget = max(1, self.max_rows // plan.rows_per_prompt)
             for batch in self._batches([len(x) for x in suffixes], max_rows=step_budget):
                 generated = self._generate_batch(
-                    [group[i] for i in batch], batch, prefix_len, prefix_cache, n_samples,
-                    temperature, top_k, max_new_tokens, greedy, stop_at_newline, is_done,
-                )  # fmt: skip
+                    [group[i] for i in batch], batch, prefix, plan, is_done
+                )
                 for i, rows in zip(batch, generated, strict=True):
                     outputs[i] = rows
             results.append(outputs)
         return results  # type: ignore[return-value]
 
     def _generate_batch(
-        self, requests, indices, prefix_len, prefix_cache, n_samples, temperature, top_k,
-        max_new_tokens, greedy, stop_at_newline, is_done,
-    ) -> list[list[list[int]]]:  # fmt: skip
-        rows_per_prompt = n_samples + int(greedy)
-        stop_tokens = self.newline_tokens if stop_at_newline else self._eos_mask()
-        suffixes = [r.prompt[prefix_len:] for r in requests]
-        cache = self._batch_cache(prefix_cache, len(requests))
-        mask, positions, input_ids = self._pack(suffixes, prefix_len)
+        self, requests: Sequence[SampleRequest], indices: Sequence[int], prefix: SharedPrefix,
+        plan: SamplingPlan, is_done: Callable[[int, list[int]], bool] | None,
+    ) -> list[Rows]:  # fmt: skip
+        """The rows of `requests` (their request indices in the group: `indices`), generated
+        after the group's shared `prefix` as `plan` says."""
+        rows_per_prompt, greedy = plan.rows_per_prompt, plan.greedy
+        stop_tokens = self.newline_tokens if plan.stop_at_newline else self._eos_mask()
+        suffixes = [r.prompt[prefix.length :] for r in requests]
+        cache = self._batch_cache(prefix.cache, len(requests))
+        mask, positions, input_ids = self._pack(suffixes, prefix.length)
         logits = self._logits(self._hidden(input_ids, mask, positions, cache)[:, -1])
         # Each prompt now fans out into its rows: row 0 greedy (if asked), then the samples.
         cache.batch_repeat_interleave(rows_per_prompt)
@@ -253,11 +285,13 @@ class Engine:
             np.array([r.seed for r in requests], dtype=np.uint64), rows_per_prompt
         )
         row_request = np.repeat(np.arange(len(requests)), rows_per_prompt)
-        outputs: list[list[int]] = [[] for _ in range(len(row_seeds))]
+        outputs: Rows = [[] for _ in range(len(row_seeds))]
         active = torch.arange(len(row_seeds))  # rows still generating, as indices into outputs
-        for step in range(max_new_tokens):
+        for step in range(plan.max_new_tokens):
             uniforms = _uniforms(row_seeds[active.numpy()], sample_index[active].numpy(), step)
-            tokens = _choose(logits, sample_index[active] < 0, uniforms, temperature, top_k)
+            tokens = _choose(
+                logits, sample_index[active] < 0, uniforms, plan.temperature, plan.top_k
+            )
             finished = stop_tokens[tokens].cpu()
             for slot, (row, token) in enumerate(zip(active.tolist(), tokens.tolist(), strict=True)):
                 if finished[slot]:
@@ -266,7 +300,7 @@ class Engine:
                 if is_done is not None and is_done(indices[row_request[row]], outputs[row]):
                     finished[slot] = True
             keep = ~finished
-            if not keep.any() or step == max_new_tokens - 1:
+            if not keep.any() or step == plan.max_new_tokens - 1:
                 break
             if not keep.all():  # drop finished rows so later steps cost less
                 keep_idx = keep.nonzero()[:, 0].to(self.device)
