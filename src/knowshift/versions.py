@@ -23,9 +23,9 @@ def environment_versions() -> dict[str, str]:
     (`knowshift analyze regression`) does not pay for importing torch. The device a result ran
     on is recorded by the stages that hold a model (they have torch imported already).
     """
-    import knowshift
+    from knowshift._version import __version__
 
-    versions = {"knowshift": knowshift.__version__}
+    versions = {"knowshift": __version__}
     for name in ("torch", "transformers"):
         versions[name] = _installed_version(name)
     versions["python"] = platform.python_version()

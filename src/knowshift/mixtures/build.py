@@ -158,7 +158,7 @@ def build_training_set(
     `model` (the name the user gave) and `probe_params` (the probe settings behind the results'
     key) are recorded in the manifest as given.
     """
-    import knowshift
+    from knowshift._version import __version__
 
     examples = build_examples(recipe, facts, results, spec, seed)
     estimator, params_key, fingerprint = probe_identity(results)
@@ -184,6 +184,6 @@ def build_training_set(
         probe_params=dict(probe_params or {}),
         model=model,
         examples_digest=examples_digest(examples),
-        knowshift_version=knowshift.__version__,
+        knowshift_version=__version__,
     )
     return TrainingSet(tuple(examples), manifest)
