@@ -84,11 +84,7 @@ class ProbeRequest:
         from knowshift.probe.prompts import PROMPT_FORMATS
         from knowshift.probe.run import validate_config
 
-        config = ProbeConfig.for_estimator(
-            self.estimator, n_exemplar_sets=self.n_exemplar_sets, k_shot=self.k_shot,
-            n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens, prompt_format=self.prompt_format, seed=self.seed,
-        )  # fmt: skip
+        config = ProbeConfig.from_settings(self.estimator, self)
         validate_config(config)
         if config.prompt_format not in PROMPT_FORMATS:
             raise unknown_name("prompt format", config.prompt_format, PROMPT_FORMATS)

@@ -73,11 +73,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.estimator not in AUDIT_ESTIMATORS:
         raise unknown_name("audit estimator (one that gives SliCK categories)", args.estimator,
                            AUDIT_ESTIMATORS)  # fmt: skip
-    config = ProbeConfig.for_estimator(
-        args.estimator, n_exemplar_sets=args.n_exemplar_sets, k_shot=args.k_shot,
-        n_samples=args.n_samples, temperature=args.temperature, top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format, seed=args.seed,
-    )  # fmt: skip
+    config = ProbeConfig.from_settings(args.estimator, args)
     validate_config(config)
     _check_options(args)
     sft = read_sft(args.data, args.group_by)

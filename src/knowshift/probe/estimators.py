@@ -48,6 +48,16 @@ class ProbeConfig:
         defaults.update({k: v for k, v in overrides.items() if v is not None})
         return cls(estimator=estimator, **defaults)
 
+    @classmethod
+    def from_settings(cls, estimator: str, settings: object) -> ProbeConfig:
+        """`for_estimator` with the SETTINGS read off `settings` (a request, parsed arguments)."""
+        return cls.for_estimator(estimator, **{name: getattr(settings, name) for name in SETTINGS})
+
+
+# What a caller may set on top of an estimator's defaults (ProbeConfig.from_settings).
+SETTINGS = ("n_exemplar_sets", "k_shot", "n_samples", "temperature", "top_k", "max_new_tokens",
+            "prompt_format", "seed")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Block:
