@@ -154,9 +154,9 @@ def probe(request: ProbeRequest, *, progress: Callable[[int], None] | None = Non
     """Probe the request's facts; results already stored in its workspace are reused and the
     new ones added. `progress(n)` is called as facts finish; `on_loaded(model, facts)` once the
     model is loaded, before any probing."""
-    from knowshift.cli_common import check_workspace
     from knowshift.facts import load_facts
     from knowshift.facts.select import select_facts
+    from knowshift.folders import check_workspace
     from knowshift.models.loader import quiet_transformers
     from knowshift.probe.prompts import exemplar_sets, prompt_format
     from knowshift.probe.run import probe as run_probe
@@ -343,7 +343,7 @@ class TrainedRun:
 
 def train(request: TrainRequest) -> TrainedRun:
     """Train as `knowshift train` does (resuming an interrupted run in the same folder)."""
-    from knowshift.cli_common import check_workspace
+    from knowshift.folders import check_workspace
     from knowshift.models.loader import quiet_transformers
     from knowshift.store import Store
     from knowshift.train.run import run_training

@@ -36,7 +36,7 @@ class _RaisingParser(argparse.ArgumentParser):
 @functools.cache
 def _analyze_parser() -> argparse.ArgumentParser:
     """A parser of `knowshift analyze ...` alone (its sub-parsers raise like their parent)."""
-    from knowshift import cli_analyze
+    from knowshift.cli import analyze as cli_analyze
 
     parser = _RaisingParser(prog="knowshift")
     cli_analyze.add_commands(parser.add_subparsers(dest="command"))

@@ -1,4 +1,4 @@
-"""The `knowshift train` and `knowshift eval` commands (registered by cli.py)."""
+"""The `knowshift train` and `knowshift eval` commands (registered by the cli package)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
         lora_target_modules=tuple(args.lora_target_modules), use_rslora=args.rslora,
     )  # fmt: skip
     config.validate()
-    from knowshift.cli_common import check_workspace, removed_if_failed
+    from knowshift.cli.common import check_workspace, removed_if_failed
     from knowshift.models.loader import quiet_transformers
 
     quiet_transformers()

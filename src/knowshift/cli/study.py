@@ -1,4 +1,4 @@
-"""`knowshift study validate|run|status` and `knowshift demo` (registered by cli.py)."""
+"""`knowshift study validate|run|status` and `knowshift demo` (registered by the cli package)."""
 
 from __future__ import annotations
 

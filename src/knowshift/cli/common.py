@@ -5,57 +5,12 @@ train or probe, and the arguments, pair resolution and result storing of `knowsh
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
-from knowshift.atomic import FolderInUseError
 from knowshift.errors import KnowshiftError
+from knowshift.folders import check_workspace, removed_if_failed  # noqa: F401 - the commands' too
 from knowshift.paths import default_workspace
-
-
-@contextmanager
-def removed_if_failed(
-    path: Path, *, keep_if_any_but: str | None = None, when: Callable[[], bool] | None = None
-) -> Iterator[None]:
-    """Remove `path` if this command created it and then failed with a KnowshiftError, so a bad
-    input found late (a model that does not load) still leaves nothing behind.
-
-    keep_if_any_but: keep the folder when it holds any file besides this one and hidden ones
-        (locks, temporary files): then work was done.
-    when: remove only if this also holds at the time of the failure.
-
-    A FolderInUseError is never cleaned up after: the folder, even one that did not exist when
-    this command started, is another process's work in progress.
-    """
-    existed = path.exists()
-    try:
-        yield
-    except FolderInUseError:
-        raise
-    except KnowshiftError:
-        work = keep_if_any_but is not None and any(
-            p.is_file() and p.name != keep_if_any_but and not p.name.startswith(".")
-            for p in path.rglob("*")
-        )
-        if not existed and path.is_dir() and not work and (when is None or when()):
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-
-
-def check_workspace(workspace: str | Path) -> None:
-    """Fail now if the workspace cannot hold a results database, without creating anything:
-    commands that load a model check it first, and create it only once the model loaded."""
-    from knowshift.store import Store, database_path
-
-    path = database_path(workspace)
-    if Path(workspace).exists() and not Path(workspace).is_dir():
-        raise KnowshiftError(f"--workspace {workspace} is a file; point --workspace at a folder")
-    if path.exists():
-        Store(path).connection.close()  # raises the one-line error for a damaged database
 
 
 def pair_arguments(parser: argparse.ArgumentParser, limit: int = 500) -> None:
@@ -114,3 +69,37 @@ def store_result(args, kind: str, subject: str, params: dict, result) -> None:
     with Store.for_workspace(args.workspace) as store:
         analysis_id = store.put_analysis(kind, subject, params, record)
     print(f"stored as analysis {analysis_id} ({kind}, {subject})", file=sys.stderr)
+
+
+def model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="embedded name, local path or hub id"
+    )
+    parser.add_argument("--adapter", help="a PEFT adapter directory to apply")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (bf16 where fast), float32, bfloat16, float16"
+    )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a model's own code to run"
+    )
+    parser.add_argument(
+        "--workspace", default=str(default_workspace()), help="folder of the results database"
+    )
+
+
+# Options of `build` that go into the recipe's spec (the flag of `frac_unknown` is --frac-unknown).
+
+
+FLAGS = {"vllm_args": "--vllm-arg", "facts": "--facts", "backend": "--backend"}
+
+
+def flags_named(function, request):
+    """`function(request)`, its FieldErrors naming the command line's flag."""
+    from knowshift.api import FieldError
+
+    try:
+        return function(request)
+    except FieldError as error:
+        flag = FLAGS.get(error.field, "--" + error.field.replace("_", "-"))
+        raise error.named(flag) from None

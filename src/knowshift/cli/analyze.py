@@ -1,4 +1,4 @@
-"""The `knowshift analyze ...` commands (registered by cli.py): each loads what it compares,
+"""The `knowshift analyze ...` commands (registered by the cli package): each loads what it compares,
 runs one analysis of knowshift.analysis, prints a table and stores the result."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 
 from knowshift.analysis.pair import checked_pair, load_pair, probe_config  # noqa: F401 - used by handlers
-from knowshift.cli_common import common_params, pair_arguments, resolve, store_result
+from knowshift.cli.common import common_params, pair_arguments, resolve, store_result
 from knowshift.errors import KnowshiftError
 from knowshift.paths import default_workspace
 
@@ -54,7 +54,7 @@ def add_commands(commands) -> None:
     regression.add_argument("--confidence", type=float, default=0.95)
     regression.add_argument("--workspace", default=str(default_workspace()))
     regression.set_defaults(handler=_regression)
-    from knowshift.cli_restore import add_analyses
+    from knowshift.cli.restore import add_analyses
 
     add_analyses(kinds, pair_arguments)
 

@@ -1,5 +1,5 @@
 """`knowshift restore`, `knowshift analyze restore-sweep` and `knowshift analyze benchmarks`
-(registered by cli.py and cli_analyze.py)."""
+(registered by cli and cli.analyze)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _restore(args: argparse.Namespace) -> int:
     print(format_concentration(stats))
     print(format_report(report))
     print(f"wrote {args.out}; load it like any model (--model {args.out})", file=sys.stderr)
-    from knowshift.cli_common import store_result
+    from knowshift.cli.common import store_result
 
     params = {"base": pair.base, "tuned": str(tuned_directory(pair)), "fraction": args.fraction,
               "mode": args.mode, "region": args.region, "seed": args.seed, "out": str(Path(args.out).resolve())}  # fmt: skip
@@ -112,7 +112,7 @@ def _restore(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from knowshift.analysis.deltas import delta_stats
     from knowshift.analysis.restore import format_concentration, format_sweep, restore_sweep
-    from knowshift.cli_common import common_params, resolve, store_result
+    from knowshift.cli.common import common_params, resolve, store_result
     from knowshift.models.loader import model_directory, quiet_transformers
 
     for mode in args.modes:
@@ -182,7 +182,7 @@ def _qa_metrics(targets, categories, pair):
 def _benchmarks(args: argparse.Namespace) -> int:
     from knowshift.analysis.benchmarks import format_benchmarks, run_benchmarks
     from knowshift.analysis.pair import checked_pair
-    from knowshift.cli_common import store_result
+    from knowshift.cli.common import store_result
     from knowshift.models import load_model
     from knowshift.models.loader import quiet_transformers
 

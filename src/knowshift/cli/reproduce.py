@@ -1,4 +1,4 @@
-"""`knowshift reproduce run | export | results` (registered by cli.py): the reproduction suite
+"""`knowshift reproduce run | export | results` (registered by the cli package): the reproduction suite
 of configs/reproduce/, its compact data export, and RESULTS.md with its figures."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`knowshift report STUDY_DIR` (registered by cli.py): one self-contained HTML report."""
+"""`knowshift report STUDY_DIR` (registered by the cli package): one self-contained HTML report."""
 
 from __future__ import annotations
 

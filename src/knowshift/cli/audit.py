@@ -1,4 +1,4 @@
-"""`knowshift audit DATA --model M` (registered by cli.py): what the model already knows of a
+"""`knowshift audit DATA --model M` (registered by the cli package): what the model already knows of a
 fine-tuning file, example by example, and the file filtered or relabelled accordingly."""
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _load_unless_stored(args: argparse.Namespace, model):
     """The model, loaded now when the workspace holds no database (so nothing stored to reuse,
     and a model that does not load leaves no workspace behind); else None: the audit loads it
     only if some result is not stored."""
-    from knowshift.cli_common import check_workspace
+    from knowshift.cli.common import check_workspace
     from knowshift.models import load_model
     from knowshift.models.resolve import model_fingerprint
     from knowshift.store import database_path

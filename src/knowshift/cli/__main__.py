@@ -1,0 +1,7 @@
+"""`python -m knowshift.cli`: the command line."""
+
+import sys
+
+from knowshift.cli import main
+
+sys.exit(main())
