@@ -14,8 +14,6 @@ the package's (`ks.probe.run` is the module knowshift.probe.run).
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from knowshift._version import __version__
@@ -53,20 +51,14 @@ class _Stage:
         return f"<knowshift stage {self._name} (and package knowshift.{self._name})>"
 
 
-class _Package(types.ModuleType):
-    """knowshift itself: importing knowshift.probe or knowshift.train does not replace the
-    stage functions of the same name (the packages stay in sys.modules and behind the stages)."""
+# The packages come first: importing a package sets it as an attribute of its parent, so
+# once they are loaded the stages can take their names for good (a later `import
+# knowshift.probe.run` sets attributes on knowshift.probe, not on knowshift). Both are light.
+import knowshift.probe  # noqa: E402, F401
+import knowshift.train  # noqa: E402, F401
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _STAGES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_STAGES = ("probe", "train")
-probe = _Stage("probe")
-train = _Stage("train")
-sys.modules[__name__].__class__ = _Package
+probe = _Stage("probe")  # noqa: F811
+train = _Stage("train")  # noqa: F811
 
 __all__ = [
     "BuildRequest", "BuiltSet", "FieldError", "ProbeRequest", "ProbeResults", "TrainRequest",
