@@ -36,15 +36,18 @@ class ResultsContext:
 
 @dataclass(frozen=True)
 class ModelResults:
-    """One model's part of the page: its verdicts and their context."""
+    """One model's part of the page: its verdicts and their context; `runs` (done, planned)
+    over the model's studies when the plan is known."""
 
     model: str
     verdicts: tuple[Verdict, ...]
     context: ResultsContext
+    runs: tuple[int, int] | None = None
 
 
-def results_context(data: Sequence[StudyData]) -> ResultsContext:
-    """The model, sizes and versions of the done runs of every study in `data`."""
+def results_context(data: Sequence[StudyData], planned: Mapping[str, int] | None = None) -> ResultsContext:  # fmt: skip
+    """The model, sizes and versions of the done runs of every study in `data`; `planned`
+    (study -> runs its file plans) adds how many of them are done."""
     models, sizes, versions = set(), [], defaultdict(set)
     for study in sorted(data, key=lambda d: d.study):
         configs = [run.config for run in study.runs]
@@ -55,7 +58,10 @@ def results_context(data: Sequence[StudyData]) -> ResultsContext:
                     versions[package].add(str(version))
         set_sizes = sorted({(c.get("group_sizes") or {}).get("train") for c in configs} - {None})
         tests = sorted({_n_evaluated(study, run.run_id) for run in study.runs} - {None})
-        said = [f"{len(study.runs)} done runs", f"seeds {_listed(sorted({r.seed for r in study.runs}))}"]  # fmt: skip
+        done = f"{len(study.runs)} done runs"
+        if planned and study.study in planned:
+            done = f"{len(study.runs)} of {planned[study.study]} planned runs done"
+        said = [done, f"seeds {_listed(sorted({r.seed for r in study.runs}))}"]
         said += [f"training sets of {_listed(set_sizes)} examples"] if set_sizes else []
         said += [f"{_listed(tests)} test facts evaluated"] if tests else []
         sizes.append((study.study, "; ".join(said)))
@@ -91,6 +97,7 @@ def render_results(models: Sequence[ModelResults], figures: Mapping[str, str] | 
         "",
         f"> {RULE}",
         "",
+        *_progress(models),
         "## Summary",
         "",
         "| finding | paper's figure | " + " | ".join(m.model for m in models) + " |",
@@ -118,6 +125,19 @@ def render_results(models: Sequence[ModelResults], figures: Mapping[str, str] | 
         lines += [f"{m.model}:", "", "| package | version |", "| --- | --- |"]
         lines += [f"| {_cell(p)} | {_cell(v)} |" for p, v in m.context.versions] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _progress(models: Sequence[ModelResults]) -> list[str]:
+    """A line saying whether the suite is complete (when the plan is known)."""
+    counts = [m.runs for m in models if m.runs is not None]
+    if not counts:
+        return []
+    done, planned = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if done >= planned:
+        return [f"The suite is complete: {done} runs.", ""]
+    per_model = "; ".join(f"{m.model} {m.runs[0]} of {m.runs[1]}" for m in models if m.runs)
+    return [f"**The suite is still running: {done} of its {planned} planned runs are done "
+            f"({per_model}).** Verdicts of studies with fewer seeds than planned may change.", ""]  # fmt: skip
 
 
 def _model_section(m: ModelResults) -> list[str]:

@@ -161,13 +161,16 @@ def suite_verdicts(suite: Suite, found: Mapping[str, Sequence[StudyData]], *,
     results = []
     for model, names in suite.models.items():
         by_study = {d.study: d for d in found.get(model, ())}
+        planned = {name: len(suite_study(suite, model, name).runs) for name in names}
         verdicts = []
         for finding in (f for f in FINDINGS if f.study in names):
             if finding.study in by_study:
                 verdicts.append(verdict(by_study[finding.study], finding, n_draws=n_draws, rng_seed=rng_seed))  # fmt: skip
             else:
                 verdicts.append(_not_run(finding))
-        results.append(ModelResults(model, tuple(verdicts), results_context(list(by_study.values()))))  # fmt: skip
+        done = sum(len(by_study[n].runs) for n in names if n in by_study)
+        context = results_context(list(by_study.values()), planned)
+        results.append(ModelResults(model, tuple(verdicts), context, (done, sum(planned.values()))))  # fmt: skip
     return results
 
 
