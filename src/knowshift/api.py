@@ -25,6 +25,7 @@ from typing import Any
 
 from knowshift.errors import KnowshiftError, unknown_name
 from knowshift.paths import default_workspace
+from knowshift.probe.settings import EstimatorSettings
 
 BACKENDS = ("torch", "vllm")
 
@@ -51,25 +52,15 @@ def _positive(name: str, value: int | None) -> None:
 
 
 @dataclass(frozen=True)
-class ProbeRequest:
-    """What to probe: a model's knowledge of `limit` facts of a split of a fact source.
-
-    Estimator settings left None take the estimator's defaults (ProbeConfig.for_estimator)."""
+class ProbeRequest(EstimatorSettings):
+    """What to probe: a model's knowledge of `limit` facts of a split of a fact source, with the
+    estimator and its settings (EstimatorSettings; None takes the estimator's default)."""
 
     model: str = "smollm2-135m"
     facts: str = "geo"
     split: str = "test"
     relations: tuple[str, ...] | None = None
     limit: int | None = None
-    estimator: str = "exact"
-    n_exemplar_sets: int | None = None
-    k_shot: int | None = None
-    n_samples: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int | None = None
-    prompt_format: str = "plain"
-    seed: int = 0
     adapter: str | None = None
     device: str = "auto"
     dtype: str = "auto"

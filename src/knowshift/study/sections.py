@@ -17,6 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Union
 
 from knowshift.errors import KnowshiftError, unknown_name
+from knowshift.probe.settings import EstimatorSettings
 from knowshift.train.config import TrainConfig
 
 CHECKPOINTS = ("early_stop", "last")  # EARLY_STOP (best dev) and CONVERGENCE (the last epoch)
@@ -53,23 +54,14 @@ class FactsSection:
 
 
 @dataclass(frozen=True)
-class ProbeSection:
+class ProbeSection(EstimatorSettings):
     """How the base model's knowledge is probed (None: the estimator's published default).
 
     limit: facts of the set's split (build.split) probed, spread over relations: the pool every
         set of the study is drawn from. The held-out test facts are probed too (train.n_test).
     """
 
-    estimator: str = "exact"
     limit: int = 500
-    n_exemplar_sets: int | None = None
-    k_shot: int | None = None
-    n_samples: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int | None = None
-    prompt_format: str = "plain"
-    seed: int = 0
 
     def __post_init__(self) -> None:
         from knowshift.mixtures import RECIPES
