@@ -43,8 +43,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
 
 # The reproduction suite (configs/reproduce/suite.yaml; ~6 h on 2 CPU cores, resumes where it
 # stopped), its export to results/reproduce/ and RESULTS.md. `make results` only redraws RESULTS.md.
