@@ -15,7 +15,7 @@ study's sorted fact list, so a study of a few thousand evaluations stays a few h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ def study_data_document(data: StudyData) -> dict:
             for (kind, subject), result in data.analysis_results.items()
             if subject.rsplit(":", 1)[0] == run.run_id
         }
-        train = (run.config.get("train") or {}) if isinstance(run.config.get("train"), dict) else {}
+        train = run.config.get("train") if isinstance(run.config.get("train"), dict) else {}
         runs.append({
             "run_id": run.run_id,
             "variant": dict(run.variant),
@@ -194,7 +194,3 @@ def read_data_folder(folder: str | Path) -> dict[str, list[StudyData]]:
     for path in sorted(folder.glob("*/*.json")):
         found.setdefault(path.parent.name, []).append(read_study_data(path))
     return found
-
-
-def studies_of(data: Iterable[StudyData]) -> dict[str, StudyData]:
-    return {d.study: d for d in data}

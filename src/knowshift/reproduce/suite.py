@@ -13,7 +13,6 @@ exports) and figures/.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +215,3 @@ def _relative(path: Path, start: Path) -> str:
 
 def progress_line(outcomes: Sequence[tuple[str, str, int, int]]) -> str:
     return "; ".join(f"{m}/{s}: {done} done, {failed} failed" for m, s, done, failed in outcomes)
-
-
-def echo_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
